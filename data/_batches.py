@@ -1,0 +1,78 @@
+"""In-memory training batches with flips and 90-degree rotations, for `model.fit`."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+
+class TrainingBatches(keras.utils.PyDataset):
+    """(image, mask) float32 batches from arrays shaped (N, H, W, C), reshuffled every epoch.
+
+    Augmentation applies one of the 8 flips/rotations of the square (4 flips/180-degree
+    rotations for non-square images) to each image and the same one to its mask. Order and
+    transforms depend only on (seed, epoch, batch index), so batches are reproducible whichever
+    worker computes them. `pydataset_kwargs` (`workers`, `max_queue_size`, ...) go to PyDataset.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        masks: np.ndarray,
+        batch_size: int,
+        *,
+        augment: bool = True,
+        shuffle: bool = True,
+        seed: int = 0,
+        **pydataset_kwargs,
+    ) -> None:
+        super().__init__(**pydataset_kwargs)
+        if len(images) != len(masks) or len(images) == 0:
+            raise ValueError(f"need as many masks as images, at least one: got {len(images)} and {len(masks)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.images = np.asarray(images, np.float32)
+        self.masks = np.asarray(masks, np.float32)
+        self.batch_size = batch_size
+        self.augment = augment
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        self._order = self._epoch_order()
+        height, width = self.images.shape[1:3]
+        self._transforms = np.arange(8) if height == width else np.array([0, 2, 4, 6])
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range for {len(self)} batches")
+        samples = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        images, masks = self.images[samples], self.masks[samples]
+        if self.augment:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            transforms = rng.choice(self._transforms, len(samples))
+            images, masks = _dihedral(images, transforms), _dihedral(masks, transforms)
+        return images, masks
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._order = self._epoch_order()
+
+    def _epoch_order(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.images))
+        return np.random.default_rng((self.seed, self.epoch)).permutation(len(self.images))
+
+
+def _dihedral(batch: np.ndarray, transforms: np.ndarray) -> np.ndarray:
+    """Each sample rotated by `transform % 4` quarter turns, after a left-right flip when `transform >= 4`."""
+    out = np.empty_like(batch)
+    for transform in np.unique(transforms):
+        chosen = transforms == transform
+        samples = batch[chosen][:, :, ::-1] if transform >= 4 else batch[chosen]
+        out[chosen] = np.rot90(samples, k=transform % 4, axes=(1, 2))
+    return out

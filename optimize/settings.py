@@ -1,0 +1,107 @@
+"""What one training run needs to know: the single place where training defaults live.
+
+A study's `[training]` table and every search-space parameter name a field of `TrainSettings`,
+so a trial's parameters are applied with `dataclasses.replace(base, **params)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+SCHEDULES = ("none", "plateau", "cosine")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+NORMS = ("batch", "group", "none")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One training configuration. `batch_size` is the effective batch the optimizer sees;
+    each step runs `batch_size // gradient_accumulation_steps` images at a time."""
+
+    architecture: str = "unet"
+    base_filters: int = 64
+    depth: int = 4
+    dropout: float = 0.0
+    norm: str = "batch"
+    loss: str = "combined"
+    learning_rate: float = 1e-4
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    clipnorm: float = 0.0
+    schedule: str = "none"
+    warmup_epochs: int = 0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    precision: str = "float32"
+    jit_compile: bool = False
+    max_epochs: int = 100
+    patience: int = 30
+    augment: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = list(_problems(self))
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def micro_batch_size(self) -> int:
+        """Images per forward/backward pass."""
+        return self.batch_size // self.gradient_accumulation_steps
+
+    def replace(self, **changes: object) -> TrainSettings:
+        """A copy with `changes` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def field_names() -> tuple[str, ...]:
+    """Names a study config may set in `[training]` or search in `[search]`."""
+    return tuple(field.name for field in dataclasses.fields(TrainSettings))
+
+
+def field_types() -> dict[str, type]:
+    """Python type of every field, from the defaults (bool before int matters to callers)."""
+    defaults = TrainSettings()
+    return {name: type(getattr(defaults, name)) for name in field_names()}
+
+
+def _problems(settings: TrainSettings):
+    from losses import LOSS_NAMES
+    from models import ARCHITECTURES
+
+    choices = {
+        "architecture": ARCHITECTURES,
+        "loss": LOSS_NAMES,
+        "norm": NORMS,
+        "schedule": SCHEDULES,
+        "precision": PRECISIONS,
+    }
+    for name, allowed in choices.items():
+        value = getattr(settings, name)
+        if value not in allowed:
+            yield f"{name} = {value!r} is not one of {', '.join(allowed)}"
+    positive = (
+        "base_filters",
+        "depth",
+        "learning_rate",
+        "batch_size",
+        "gradient_accumulation_steps",
+        "max_epochs",
+        "patience",
+        "plateau_patience",
+    )
+    for name in positive:
+        if getattr(settings, name) <= 0:
+            yield f"{name} = {getattr(settings, name)!r} must be > 0"
+    if not 0.0 <= settings.dropout < 1.0:
+        yield f"dropout = {settings.dropout!r} must be in [0, 1)"
+    if not 0.0 < settings.plateau_factor < 1.0:
+        yield f"plateau_factor = {settings.plateau_factor!r} must be in (0, 1)"
+    if settings.clipnorm < 0 or settings.warmup_epochs < 0:
+        yield "clipnorm and warmup_epochs must be >= 0"
+    if settings.batch_size % settings.gradient_accumulation_steps:
+        yield (
+            f"batch_size = {settings.batch_size} is not divisible by "
+            f"gradient_accumulation_steps = {settings.gradient_accumulation_steps}"
+        )

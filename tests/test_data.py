@@ -1,0 +1,492 @@
+"""The data package: loading user folders, statistics, the split, synthetic beads and training batches."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from data import (
+    DataError,
+    TrainingBatches,
+    dataset_stats,
+    format_stats_table,
+    load_dataset,
+    make_microbeads,
+    objects_per_image,
+    stratified_split,
+    write_microbeads,
+)
+
+
+def write(path: Path, pixels: np.ndarray) -> Path:
+    """Save `pixels` as `path`, TIFF through tifffile and everything else through Pillow."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in (".tif", ".tiff"):
+        tifffile.imwrite(path, pixels)
+    else:
+        Image.fromarray(pixels).save(path)
+    return path
+
+
+def ramp(height: int = 32, width: int = 32, dtype: type = np.uint8, top: int = 255) -> np.ndarray:
+    """A horizontal ramp from 0 to `top`: every column different, easy to check after scaling."""
+    return np.tile(np.linspace(0, top, width), (height, 1)).round().astype(dtype)
+
+
+def disc_mask(height: int = 32, width: int = 32, value: int = 255) -> np.ndarray:
+    """A disc of `value` on 0, the shape of one bead."""
+    y, x = np.mgrid[:height, :width]
+    return np.where((y - height / 2) ** 2 + (x - width / 2) ** 2 < (min(height, width) / 4) ** 2, value, 0).astype(
+        np.uint8
+    )
+
+
+def dataset(root: Path, stems: list[str], image_ext: str = ".png", mask_ext: str = ".png") -> Path:
+    """A valid dataset folder: an 8-bit ramp image and a disc mask per stem."""
+    for stem in stems:
+        write(root / "images" / f"{stem}{image_ext}", ramp())
+        write(root / "masks" / f"{stem}{mask_ext}", disc_mask())
+    return root
+
+
+def masks_with_counts(counts: list[int], size: int = 32) -> np.ndarray:
+    """Masks whose image i holds counts[i] isolated single-pixel objects."""
+    masks = np.zeros((len(counts), size, size, 1), np.float32)
+    rows, cols = np.divmod(np.arange(size * size // 4), size // 2)
+    for mask, count in zip(masks, counts, strict=True):
+        mask[2 * rows[:count], 2 * cols[:count]] = 1
+    return masks
+
+
+# --- load_dataset -------------------------------------------------------------------------------
+
+
+def test_load_pairs_by_stem_across_extensions_and_sorts(tmp_path):
+    write(tmp_path / "images" / "b.tif", ramp())
+    write(tmp_path / "images" / "a.png", ramp()[:, ::-1])
+    write(tmp_path / "images" / "c.jpg", np.full((32, 32), 200, np.uint8))
+    write(tmp_path / "masks" / "a.tif", disc_mask(value=1))
+    write(tmp_path / "masks" / "b.png", disc_mask())
+    write(tmp_path / "masks" / "c.png", np.zeros((32, 32), np.uint8))
+
+    images, masks = load_dataset(tmp_path)
+
+    assert images.shape == masks.shape == (3, 32, 32, 1)
+    assert images.dtype == masks.dtype == np.float32
+    np.testing.assert_allclose(images[0, ..., 0], ramp()[:, ::-1] / 255, atol=1e-6)
+    np.testing.assert_allclose(images[1, ..., 0], ramp() / 255, atol=1e-6)
+    np.testing.assert_allclose(images[2], 200 / 255, atol=3 / 255)
+    np.testing.assert_array_equal(masks[0, ..., 0], disc_mask(value=1))
+    np.testing.assert_array_equal(masks[1, ..., 0], disc_mask(value=1))
+    assert masks[2].sum() == 0
+
+
+@pytest.mark.parametrize("ext", [".tif", ".png"])
+def test_16_bit_images_are_scaled_by_the_dtype_range(tmp_path, ext):
+    pixels = ramp(dtype=np.uint16, top=4095)
+    write(tmp_path / "images" / f"a{ext}", pixels)
+    write(tmp_path / "masks" / "a.png", disc_mask())
+
+    images, _ = load_dataset(tmp_path)
+
+    np.testing.assert_allclose(images[0, ..., 0], pixels / 65535, rtol=1e-6)
+    assert images.max() == pytest.approx(4095 / 65535)
+
+
+def test_float_tiff_outside_unit_range_is_min_max_scaled(tmp_path):
+    write(tmp_path / "images" / "a.tif", ramp().astype(np.float32) * 10 - 300)
+    write(tmp_path / "masks" / "a.png", disc_mask())
+
+    images, _ = load_dataset(tmp_path)
+
+    assert images.min() == 0.0 and images.max() == 1.0
+    np.testing.assert_allclose(images[0, 0, :, 0], ramp()[0] / 255, atol=1e-6)
+
+
+def test_jpeg_mask_is_thresholded_at_half_range(tmp_path):
+    write(tmp_path / "images" / "a.jpg", ramp())
+    write(tmp_path / "masks" / "a.jpg", disc_mask())
+
+    images, masks = load_dataset(tmp_path)
+
+    np.testing.assert_allclose(images[0, ..., 0], ramp() / 255, atol=0.05)
+    assert set(np.unique(masks)) == {0.0, 1.0}
+    assert np.mean(masks[0, ..., 0] != disc_mask(value=1)) < 0.02
+
+
+def test_image_size_resizes_and_masks_stay_binary(tmp_path):
+    write(tmp_path / "images" / "a.png", ramp(64, 64))
+    write(tmp_path / "masks" / "a.png", disc_mask(64, 64))
+    write(tmp_path / "images" / "b.png", ramp(32, 32))
+    write(tmp_path / "masks" / "b.png", disc_mask(32, 32))
+
+    square_images, square_masks = load_dataset(tmp_path, image_size=32)
+    images, masks = load_dataset(tmp_path, image_size=(16, 24))
+
+    assert square_images.shape == square_masks.shape == (2, 32, 32, 1)
+    assert images.shape == masks.shape == (2, 16, 24, 1)
+    assert set(np.unique(square_masks)) == set(np.unique(masks)) == {0.0, 1.0}
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert abs(square_masks[0].mean() - disc_mask(value=1).mean()) < 0.02
+
+
+def test_hidden_and_non_image_files_are_ignored(tmp_path):
+    dataset(tmp_path, ["a"])
+    (tmp_path / "images" / "Thumbs.db").write_bytes(b"\x00junk")
+    (tmp_path / "images" / ".a.png").write_bytes(b"not a png")
+    (tmp_path / "masks" / "notes.txt").write_text("masks drawn by hand")
+
+    images, _ = load_dataset(tmp_path)
+
+    assert len(images) == 1
+
+
+def test_label_image_masks_warn_once_and_become_binary(tmp_path):
+    labels = np.zeros((32, 32), np.uint16)
+    labels[2:6, 2:6], labels[10:14, 10:14], labels[20:24, 3:7] = 1, 2, 300
+    for stem in ("a", "b"):
+        write(tmp_path / "images" / f"{stem}.png", ramp())
+        write(tmp_path / "masks" / f"{stem}.tif", labels)
+
+    with pytest.warns(UserWarning, match="2 mask") as record:
+        _, masks = load_dataset(tmp_path)
+
+    assert len(record) == 1
+    np.testing.assert_array_equal(masks[1, ..., 0], labels > 0)
+
+
+def test_rgb_images_warn_once_and_become_grey(tmp_path):
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 100, 200, 50
+    for stem in ("a", "b"):
+        write(tmp_path / "images" / f"{stem}.png", rgb)
+        write(tmp_path / "masks" / f"{stem}.png", disc_mask())
+
+    with pytest.warns(UserWarning, match="2 RGB image") as record:
+        images, _ = load_dataset(tmp_path)
+
+    assert len(record) == 1
+    assert images.shape == (2, 32, 32, 1)
+    np.testing.assert_allclose(images, round(0.299 * 100 + 0.587 * 200 + 0.114 * 50) / 255)
+
+
+def test_grey_images_load_without_warnings(tmp_path):
+    dataset(tmp_path, ["a", "b"])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset(tmp_path)
+
+
+# --- load_dataset errors ------------------------------------------------------------------------
+
+
+def test_missing_root_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="nowhere does not exist"):
+        load_dataset(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("folder", ["images", "masks"])
+def test_missing_folder_is_named(tmp_path, folder):
+    dataset(tmp_path, ["a"])
+    for file in (tmp_path / folder).iterdir():
+        file.unlink()
+    (tmp_path / folder).rmdir()
+
+    with pytest.raises(DataError, match=f"{folder} does not exist"):
+        load_dataset(tmp_path)
+
+
+def test_folder_without_image_files_is_named(tmp_path):
+    dataset(tmp_path, ["a"])
+    (tmp_path / "images" / "a.png").unlink()
+    (tmp_path / "images" / "readme.txt").write_text("no images yet")
+
+    with pytest.raises(DataError, match=r"images has no image files; expected \.png"):
+        load_dataset(tmp_path)
+
+
+def test_images_without_masks_are_listed(tmp_path):
+    dataset(tmp_path, ["paired"])
+    for i in range(12):
+        write(tmp_path / "images" / f"lonely{i:02d}.png", ramp())
+
+    with pytest.raises(DataError, match=r"masks has no mask for 12 image\(s\): lonely00, .*lonely09 and 2 more"):
+        load_dataset(tmp_path)
+
+
+def test_masks_without_images_are_listed(tmp_path):
+    dataset(tmp_path, ["paired"])
+    write(tmp_path / "masks" / "orphan.png", disc_mask())
+
+    with pytest.raises(DataError, match=r"images has no image for 1 mask\(s\): orphan;"):
+        load_dataset(tmp_path)
+
+
+def test_corrupt_file_is_named(tmp_path):
+    dataset(tmp_path, ["a", "b"])
+    (tmp_path / "masks" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+
+    with pytest.raises(DataError, match=r"b\.png cannot be read as an image"):
+        load_dataset(tmp_path)
+
+
+def test_image_and_mask_of_different_sizes_name_both(tmp_path):
+    write(tmp_path / "images" / "a.png", ramp(32, 48))
+    write(tmp_path / "masks" / "a.tif", disc_mask(32, 32))
+
+    with pytest.raises(DataError, match=r"images.a\.png is 48x32 px but its mask .*masks.a\.tif is 32x32 px"):
+        load_dataset(tmp_path)
+
+
+def test_images_of_different_sizes_need_image_size(tmp_path):
+    dataset(tmp_path, ["a"])
+    write(tmp_path / "images" / "b.png", ramp(64, 64))
+    write(tmp_path / "masks" / "b.png", disc_mask(64, 64))
+
+    with pytest.raises(DataError, match=r"a\.png is 32x32 px, .*b\.png is 64x64 px; pass image_size"):
+        load_dataset(tmp_path)
+    assert load_dataset(tmp_path, image_size=32)[0].shape == (2, 32, 32, 1)
+
+
+def test_same_stem_twice_in_one_folder_is_named(tmp_path):
+    dataset(tmp_path, ["a"])
+    write(tmp_path / "images" / "a.tif", ramp())
+
+    with pytest.raises(DataError, match=r"a\.png and .*a\.tif have the same stem"):
+        load_dataset(tmp_path)
+
+
+def test_non_integer_mask_values_are_rejected(tmp_path):
+    write(tmp_path / "images" / "a.png", ramp())
+    write(tmp_path / "masks" / "a.tif", ramp().astype(np.float32) / 255)
+
+    with pytest.raises(DataError, match=r"a\.tif has 32 distinct non-integer values; expected a binary mask"):
+        load_dataset(tmp_path)
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+def hand_built_masks() -> np.ndarray:
+    """Image 0: areas 4, 1, 1 (diagonal neighbours are separate objects), 6; image 1 empty; image 2: 9."""
+    masks = np.zeros((3, 10, 10), np.float32)
+    masks[0, 0:2, 0:2] = 1
+    masks[0, 5, 5] = masks[0, 6, 6] = 1
+    masks[0, 8:10, 0:3] = 1
+    masks[2, 3:6, 3:6] = 1
+    return masks
+
+
+def test_dataset_stats_of_known_components():
+    stats = dataset_stats(hand_built_masks()[..., None])
+
+    assert stats == {
+        "n_images": 3.0,
+        "image_height": 10.0,
+        "image_width": 10.0,
+        "objects_per_image_mean": pytest.approx(5 / 3),
+        "objects_per_image_median": 1.0,
+        "objects_per_image_min": 0.0,
+        "objects_per_image_max": 4.0,
+        "foreground_fraction": pytest.approx(21 / 300),
+        "object_area_mean": pytest.approx(4.2),
+        "object_area_median": 4.0,
+    }
+    np.testing.assert_array_equal(objects_per_image(hand_built_masks()), [4, 0, 1])
+
+
+def test_dataset_stats_without_objects_has_zero_area():
+    stats = dataset_stats(np.zeros((2, 8, 8, 1)))
+
+    assert stats["objects_per_image_max"] == 0.0 and stats["object_area_mean"] == 0.0
+
+
+def test_format_stats_table_reads_like_the_report():
+    table = format_stats_table(dataset_stats(hand_built_masks()))
+
+    assert "Objects per image    | 1.7 (0 to 4), median 1" in table
+    assert "Positive pixel ratio | 7.0 %" in table
+    assert "Object size          | ~4 px" in table
+    assert "Image size           | 10 x 10 px" in table
+
+
+# --- stratified_split ---------------------------------------------------------------------------
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    masks = masks_with_counts(list(range(40)))
+
+    train, val = stratified_split(masks, val_fraction=0.15, seed=3)
+
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, val])), np.arange(40))
+    assert len(val) == 6
+    for again, first in zip(stratified_split(masks, val_fraction=0.15, seed=3), (train, val), strict=True):
+        np.testing.assert_array_equal(again, first)
+    assert not np.array_equal(stratified_split(masks, val_fraction=0.15, seed=4)[1], val)
+
+
+def test_split_puts_every_crowding_level_in_validation():
+    counts = np.random.default_rng(0).permutation(50)
+    masks = masks_with_counts(list(counts))
+
+    for seed in range(10):
+        _, val = stratified_split(masks, val_fraction=0.2, n_bins=5, seed=seed)
+        assert sorted(counts[val] // 10) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def test_split_falls_back_to_random_when_bins_are_too_small():
+    masks = masks_with_counts([0, 0, 0, 5, 5, 9])
+
+    with pytest.warns(UserWarning, match="too few to stratify"):
+        train, val = stratified_split(masks, val_fraction=0.5)
+
+    assert len(train) == len(val) == 3
+
+
+def test_split_of_one_image_is_a_data_error():
+    with pytest.raises(DataError, match="cannot split 1 image.*need at least 2 images"):
+        stratified_split(masks_with_counts([3]))
+
+
+def test_split_of_two_images_gives_one_each():
+    train, val = stratified_split(masks_with_counts([1, 2]))
+
+    assert len(train) == len(val) == 1
+
+
+# --- synthetic microbeads -----------------------------------------------------------------------
+
+
+def within(value: float, target: float, tolerance: float = 0.25) -> bool:
+    return abs(value - target) <= tolerance * target
+
+
+def test_synthetic_beads_match_the_users_statistics_at_256():
+    images, masks = make_microbeads(20, size=256, seed=0)
+    stats = dataset_stats(masks)
+
+    assert images.shape == masks.shape == (20, 256, 256, 1)
+    assert images.dtype == masks.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert set(np.unique(masks)) == {0.0, 1.0}
+    assert within(stats["objects_per_image_mean"], 109)
+    assert within(stats["foreground_fraction"], 0.115)
+    assert within(stats["object_area_mean"], 69)
+    assert stats["objects_per_image_min"] < 50 and stats["objects_per_image_max"] > 200
+
+
+def test_synthetic_beads_scale_with_image_size():
+    stats = dataset_stats(make_microbeads(4, size=512, seed=1)[1])
+
+    assert within(stats["object_area_mean"], 276)
+    assert within(stats["foreground_fraction"], 0.115)
+
+
+def test_synthetic_beads_are_brighter_than_background():
+    images, masks = make_microbeads(4, size=128, seed=2)
+
+    assert images[masks == 1].mean() > images[masks == 0].mean() + 0.1
+
+
+def test_synthetic_beads_are_deterministic_for_a_seed():
+    first, again, other = (make_microbeads(3, size=64, seed=seed) for seed in (5, 5, 6))
+
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[1], other[1])
+
+
+def test_written_microbeads_load_back_like_user_data(tmp_path):
+    out = write_microbeads(tmp_path / "beads", 3, size=64, seed=7)
+    images, masks = make_microbeads(3, size=64, seed=7)
+
+    loaded_images, loaded_masks = load_dataset(out)
+
+    assert sorted(path.name for path in (out / "images").iterdir()) == [f"bead_000{i}.png" for i in range(3)]
+    np.testing.assert_allclose(loaded_images, images, atol=0.5 / 255 + 1e-6)
+    np.testing.assert_array_equal(loaded_masks, masks)
+
+
+# --- TrainingBatches ----------------------------------------------------------------------------
+
+
+def random_pairs(n: int = 10, height: int = 16, width: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Random images with the mask `image > 0.5`, so any mismatched transform breaks the relation."""
+    images = np.random.default_rng(0).uniform(size=(n, height, width, 1)).astype(np.float32)
+    return images, (images > 0.5).astype(np.float32)
+
+
+def all_batches(batches: TrainingBatches) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [batches[i] for i in range(len(batches))]
+
+
+def test_batches_have_the_right_shapes_and_length():
+    batches = TrainingBatches(*random_pairs(10), 4)
+
+    assert len(batches) == 3
+    assert [x.shape for x, _ in all_batches(batches)] == [(4, 16, 16, 1), (4, 16, 16, 1), (2, 16, 16, 1)]
+    assert all(x.dtype == y.dtype == np.float32 for x, y in all_batches(batches))
+    with pytest.raises(IndexError):
+        batches[3]
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (16, 24)])
+def test_augmentation_moves_image_and_mask_together(shape):
+    images, masks = random_pairs(12, *shape)
+    batches = TrainingBatches(images, masks, 4, seed=1)
+
+    for _ in range(3):
+        for x, y in all_batches(batches):
+            assert x.shape[1:3] == shape
+            np.testing.assert_array_equal(y, x > 0.5)
+        batches.on_epoch_end()
+    assert any(not np.array_equal(x, images[i * 4 : (i + 1) * 4]) for i, (x, _) in enumerate(all_batches(batches)))
+
+
+def test_augmentation_uses_all_eight_symmetries():
+    pattern = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    batches = TrainingBatches(np.repeat(pattern, 64, axis=0), np.zeros((64, 4, 4, 1)), 64)
+
+    x, _ = batches[0]
+
+    assert len({sample.tobytes() for sample in x}) == 8
+
+
+def test_batches_are_deterministic_for_a_seed():
+    first, again, other = (TrainingBatches(*random_pairs(), 4, seed=seed) for seed in (2, 2, 3))
+
+    for _ in range(2):
+        for (x1, y1), (x2, y2) in zip(all_batches(first), all_batches(again), strict=True):
+            np.testing.assert_array_equal(x1, x2)
+            np.testing.assert_array_equal(y1, y2)
+        first.on_epoch_end()
+        again.on_epoch_end()
+    assert not np.array_equal(all_batches(first)[0][0], all_batches(other)[0][0])
+
+
+def test_every_sample_is_seen_once_per_epoch_in_a_new_order():
+    ids = np.arange(10, dtype=np.float32)[:, None, None, None] * np.ones((1, 8, 8, 1), np.float32)
+    batches = TrainingBatches(ids, ids, 3, seed=0)
+
+    orders = []
+    for _ in range(2):
+        orders.append(np.concatenate([x[:, 0, 0, 0] for x, _ in all_batches(batches)]))
+        batches.on_epoch_end()
+
+    for order in orders:
+        np.testing.assert_array_equal(np.sort(order), np.arange(10))
+    assert not np.array_equal(orders[0], orders[1])
+
+
+def test_plain_batches_keep_order_and_pixels():
+    images, masks = random_pairs(5)
+    batches = TrainingBatches(images, masks, 2, augment=False, shuffle=False, workers=2, max_queue_size=4)
+
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in all_batches(batches)]), images)
+    assert (batches.workers, batches.max_queue_size) == (2, 4)
