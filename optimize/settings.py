@@ -35,6 +35,7 @@ class TrainSettings:
     plateau_patience: int = 5
     precision: str = "float32"
     jit_compile: bool = False
+    run_eagerly: bool = False
     max_epochs: int = 100
     patience: int = 30
     augment: bool = True

@@ -70,6 +70,7 @@ def train(
             loss=losses.get(settings.loss),
             metrics=losses.metrics(),
             jit_compile=settings.jit_compile,
+            run_eagerly=settings.run_eagerly,
         )
         fit_callbacks = [history, keras.callbacks.TerminateOnNaN(), *standard_callbacks(settings, save_path)]
         model.fit(

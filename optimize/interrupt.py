@@ -1,0 +1,65 @@
+"""SIGTERM and SIGINT (PBS walltime, Ctrl-C): stop at the next batch, hand the trial back, exit 143 / 130.
+
+The first signal asks the running trial to stop after its current batch; the objective then marks
+it FAIL with reason `interrupted` and enqueues its parameters again. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import keras
+
+HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+
+class Interrupted(Exception):
+    """The worker was asked to stop; the current trial is handed back to the study."""
+
+
+class InterruptWatch:
+    """Installs the signal handlers and remembers the first signal received."""
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> InterruptWatch:
+        self._previous = {number: signal.signal(number, self._handle) for number in HANDLED}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_number is not None
+
+    @property
+    def exit_code(self) -> int:
+        """128 + signal number, as shells report a process ended by that signal."""
+        return 128 + (self.signal_number or 0)
+
+    def _handle(self, number: int, frame: object) -> None:
+        if self.signal_number is not None:
+            raise KeyboardInterrupt(f"second signal {signal.Signals(number).name}: stopping at once")
+        self.signal_number = number
+
+    def callback(self) -> keras.callbacks.Callback:
+        """A Keras callback that raises `Interrupted` after the batch in which a signal arrived."""
+        return StopOnSignal(self)
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Raises `Interrupted` at the end of the batch during which the watch saw a signal."""
+
+    def __init__(self, watch: InterruptWatch) -> None:
+        super().__init__()
+        self.watch = watch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.watch.requested:
+            raise Interrupted(f"signal {signal.Signals(self.watch.signal_number).name}")
+
+    on_test_batch_end = on_train_batch_end

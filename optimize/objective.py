@@ -1,0 +1,190 @@
+"""The Optuna objective: suggest a configuration, train it, and store what happened with the trial.
+
+Whatever a trial's end (COMPLETE, PRUNED, FAIL), its per-epoch history, summary and reason are
+stored as trial user attrs, so the dashboard, `export-best` and other nodes see them.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import optuna
+
+from .config import ParamSpec, StudyConfig
+from .faults import is_out_of_memory, smaller_micro_batch
+from .history import HISTORY_COLUMNS, EpochHistory
+from .interrupt import Interrupted
+from .pruning import ReportToTrial, TrialPruned
+from .settings import TrainSettings
+from .storage import with_retry
+from .train import Arrays, TrainResult, train
+
+STABILITY_EPOCHS = 10
+
+
+def suggest(trial: optuna.Trial, search: Sequence[ParamSpec]) -> dict[str, Any]:
+    """Draw every searched parameter from the trial."""
+    params: dict[str, Any] = {}
+    for param in search:
+        if param.is_categorical:
+            params[param.name] = trial.suggest_categorical(param.name, list(param.choices))
+        elif isinstance(param.low, int):
+            params[param.name] = trial.suggest_int(
+                param.name, param.low, param.high, step=int(param.step or 1), log=param.log
+            )
+        else:
+            params[param.name] = trial.suggest_float(param.name, param.low, param.high, step=param.step, log=param.log)
+    return params
+
+
+class Objective:
+    """Callable for `study.optimize`: one trial = one `train()` run on the study's data."""
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        train_data: Arrays,
+        val_data: Arrays,
+        *,
+        callbacks: Callable[[optuna.Trial, TrainSettings], list[keras.callbacks.Callback]] | None = None,
+        verbose: int = 0,
+        before_trial: Callable[[optuna.Trial], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.train_data = train_data
+        self.val_data = val_data
+        self.callbacks = callbacks
+        self.verbose = verbose
+        self.before_trial = before_trial
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        if self.before_trial is not None:
+            self.before_trial(trial)
+        settings = self.config.training.replace(**suggest(trial, self.config.search))
+        history = EpochHistory()
+        summary: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}"}
+        retry_of = retried_trial_number(trial)
+        if retry_of is not None:
+            summary["retry_of"] = retry_of
+        try:
+            result = self.train_within_memory(trial, settings, history, summary)
+            summary.update(param_count=result.param_count, train_seconds=round(result.train_seconds, 2))
+            if result.diverged or not math.isfinite(result.best_val_jaccard):
+                raise TrialPruned("nan")
+            return result.best_val_jaccard
+        except TrialPruned as pruned:
+            summary["reason"] = pruned.reason
+            raise
+        except optuna.TrialPruned as pruned:
+            summary["reason"] = str(pruned) or "pruned"
+            raise
+        except Interrupted:
+            summary["reason"] = "interrupted"
+            requeue(trial, "interrupted")
+            trial.study.stop()
+            raise
+        except Exception as error:
+            summary["reason"] = f"{type(error).__name__}: {error}"[:500]
+            raise
+        finally:
+            summary.update(history_summary(history.rows))
+            store_trial_attrs(trial, history.rows, summary)
+            release_memory()
+
+    def train_within_memory(
+        self, trial: optuna.Trial, settings: TrainSettings, history: EpochHistory, summary: dict[str, Any]
+    ) -> TrainResult:
+        """Train; on out-of-memory retry with half the micro-batch (same effective batch) down to 1.
+
+        A configuration that fits at no micro-batch is pruned with reason `oom` and marked infeasible
+        (`trial.set_constraint`), so TPE learns to avoid it; FAIL trials would be invisible to TPE.
+        """
+        while True:
+            summary.update(
+                micro_batch_size=settings.micro_batch_size,
+                gradient_accumulation_steps=settings.gradient_accumulation_steps,
+            )
+            try:
+                extra = self.callbacks(trial, settings) if self.callbacks else []
+                return train(
+                    settings,
+                    self.train_data,
+                    self.val_data,
+                    callbacks=[ReportToTrial(trial), *extra],
+                    history=history,
+                    verbose=self.verbose,
+                )
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+                release_memory()
+                history.rows.clear()
+                summary["oom_micro_batches"] = [*summary.get("oom_micro_batches", []), settings.micro_batch_size]
+                smaller = smaller_micro_batch(settings)
+                if smaller is None:
+                    with_retry(lambda: trial.set_constraint("oom", 1.0), "marking the trial infeasible")
+                    raise TrialPruned("oom") from error
+                settings = smaller
+
+
+def retried_trial_number(trial: optuna.Trial) -> int | None:
+    """The trial this one retries: a heartbeat-stale trial (Optuna's callback) or an interrupted one."""
+    failed = trial._cached_frozen_trial.system_attrs.get("failed_trial")
+    return failed if failed is not None else trial.user_attrs.get("requeued_from")
+
+
+def requeue(trial: optuna.Trial, reason: str) -> None:
+    """Queue the same parameters again for a live worker; the copy records which trial it repeats."""
+    with_retry(
+        lambda: trial.study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number, "requeued": reason}),
+        "re-queueing the trial",
+    )
+
+
+def history_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
+    """Best epoch, epochs run, stability (std of val loss over the last epochs) and train–val gap."""
+    if not rows:
+        return {"epochs_run": 0}
+    val_jaccard = np.array([row["val_jaccard"] for row in rows], dtype=float)
+    finite = np.isfinite(val_jaccard)
+    best_index = int(np.nanargmax(np.where(finite, val_jaccard, -np.inf))) if finite.any() else len(rows) - 1
+    last_val_losses = np.array([row["val_loss"] for row in rows[-STABILITY_EPOCHS:]], dtype=float)
+    best = rows[best_index]
+    return {
+        "epochs_run": len(rows),
+        "best_epoch": int(best["epoch"]),
+        "best_val_jaccard": finite_or_none(best["val_jaccard"]),
+        "final_val_jaccard": finite_or_none(rows[-1]["val_jaccard"]),
+        "stability": finite_or_none(float(np.std(last_val_losses))) if len(rows) >= 2 else None,
+        "train_val_gap": finite_or_none(best["jaccard"] - best["val_jaccard"]),
+    }
+
+
+def history_columns(rows: list[dict[str, float]]) -> dict[str, list]:
+    """Rows as JSON-safe columns (NaN and infinity become null, which every JSON reader accepts)."""
+    return {column: [finite_or_none(round(float(row[column]), 6)) for row in rows] for column in HISTORY_COLUMNS}
+
+
+def store_trial_attrs(trial: optuna.Trial, rows: list[dict[str, float]], summary: dict[str, Any]) -> None:
+    """Write the history and summary as user attrs, surviving a dropped database connection."""
+    attrs = {"history": history_columns(rows), **summary}
+    for key, value in attrs.items():
+        with_retry(lambda key=key, value=value: trial.set_user_attr(key, value), "storing trial results")
+
+
+def finite_or_none(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def release_memory() -> None:
+    """Free the finished trial's model and graphs before the next trial builds its own."""
+    keras.backend.clear_session()
+    gc.collect()

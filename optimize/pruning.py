@@ -1,0 +1,45 @@
+"""Keras callback that reports validation Jaccard to the Optuna trial every epoch and prunes.
+
+Like `optuna_integration.KerasPruningCallback`, but steps are epochs counted from 1, a missing
+metric fails at once instead of silently never pruning, a NaN loss prunes with reason `nan`, and
+database calls survive a dropped connection.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import optuna
+
+from .storage import with_retry
+
+
+class TrialPruned(optuna.TrialPruned):
+    """`optuna.TrialPruned` carrying the reason stored with the trial."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ReportToTrial(keras.callbacks.Callback):
+    """Reports `monitor` at the end of each epoch and raises `TrialPruned` when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str = "val_jaccard") -> None:
+        super().__init__()
+        self.trial = trial
+        self.monitor = monitor
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise KeyError(f"metric {self.monitor!r} missing from Keras logs (have: {', '.join(sorted(logs))})")
+        step = epoch + 1
+        loss = float(logs.get("loss", math.nan))
+        value = float(logs[self.monitor])
+        if not (math.isfinite(loss) and math.isfinite(value)):
+            raise TrialPruned("nan")
+        with_retry(lambda: self.trial.report(value, step), "reporting to the study")
+        if with_retry(self.trial.should_prune, "asking the pruner"):
+            raise TrialPruned(f"pruned at epoch {step}")

@@ -1,0 +1,159 @@
+"""`optimize run`: one worker process joining the study and running trials until told to stop."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+import optuna
+
+from .config import StudyConfig, load_config
+from .dataset import load_study_data
+from .faults import oom_injection
+from .interrupt import InterruptWatch
+from .objective import Objective
+from .progress import EpochProgress, format_params, print_trial
+from .storage import is_journal, open_storage, redact, resolve_url
+from .study import budget_reached, budget_used, enqueue_known, open_study, record_study_attrs, stop_at_budget
+
+
+class BudgetReached(Exception):
+    """Raised at the start of a trial that would exceed the study-wide `max_trials`."""
+
+
+@dataclass
+class RunOptions:
+    """Command-line options of `optimize run` that one worker needs."""
+
+    study: str
+    n_trials: int | None = None
+    timeout: float | None = None
+    storage: str | None = None
+    seed: int | None = None
+    data: str | None = None
+    verbose: bool = False
+    rank: int = 0
+    n_workers: int = 1
+
+    def worker_args(self) -> list[str]:
+        """These options as `optimize run` arguments for a worker process (rank and trials added later)."""
+        args = ["--study", self.study]
+        for flag, value in (
+            ("--timeout", self.timeout),
+            ("--storage", self.storage),
+            ("--seed", self.seed),
+            ("--data", self.data),
+        ):
+            if value is not None:
+                args += [flag, str(value)]
+        return args + (["--verbose"] if self.verbose else [])
+
+
+def run_worker(options: RunOptions, stream: TextIO | None = None) -> int:
+    """Run trials for this worker; returns the process exit code (128 + signal when interrupted)."""
+    with InterruptWatch() as watch:
+        return run_trials(options, stream or sys.stdout, watch)
+
+
+def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> int:
+    """The body of `run_worker`, with the signal watch installed."""
+    config = with_seed(load_config(options.study), options.seed)
+    data = load_study_data(config, options.data)
+    url = resolve_url(config.name, options.storage)
+    storage = open_storage(url, None if is_journal(url) else config.faults)
+    study = open_study(config, storage, rank=options.rank, n_workers=options.n_workers)
+    record_study_attrs(study, config, data.stats)
+    enqueue_known(study, config)
+    print_header(study, config, data.stats, url, stream)
+    max_trials = config.budget.max_trials
+    if budget_reached(study, max_trials):
+        print(
+            f"budget reached: {budget_used(study)} of max_trials = {max_trials} trials; nothing to do",
+            file=stream,
+        )
+        return 0
+
+    def check_budget(trial: optuna.Trial) -> None:
+        if budget_reached(study, max_trials, before_trial=trial.number):
+            trial.set_user_attr("reason", "budget reached: not run")
+            study.stop()
+            raise BudgetReached(f"study budget of {max_trials} trials reached")
+
+    objective = Objective(
+        config,
+        data.train,
+        data.val,
+        callbacks=lambda trial, settings: [
+            EpochProgress(trial.number, settings.max_epochs, stream),
+            watch.callback(),
+            *oom_injection(settings),
+        ],
+        verbose=2 if options.verbose else 0,
+        before_trial=check_budget,
+    )
+    try:
+        study.optimize(
+            objective,
+            n_trials=options.n_trials,
+            timeout=options.timeout,
+            callbacks=[print_trial(stream), stop_at_budget(max_trials)],
+            catch=(Exception,),
+            gc_after_trial=True,
+        )
+    except KeyboardInterrupt:
+        print("stopped at once by a second signal; trial marked FAIL", file=stream, flush=True)
+        return watch.exit_code if watch.requested else 130
+    if watch.requested:
+        print(
+            f"interrupted: the running trial was handed back to the study; exiting {watch.exit_code}",
+            file=stream,
+            flush=True,
+        )
+        return watch.exit_code
+    print_best(study, stream)
+    return 0
+
+
+def with_seed(config: StudyConfig, seed: int | None) -> StudyConfig:
+    """The config with `--seed` as the sampler seed, when given."""
+    if seed is None:
+        return config
+    return dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, seed=seed))
+
+
+def print_header(study: optuna.Study, config: StudyConfig, stats: dict, url: str, stream: TextIO) -> None:
+    trials = study.get_trials(deepcopy=False)
+    print(f"study {study.study_name}  storage {redact(url)}  ({len(trials)} trials so far)", file=stream)
+    print(
+        f"data  {stats['source']}: {stats['n_train']} train / {stats['n_val']} val, "
+        f"{stats['objects_per_image_mean']:.1f} objects/image, {100 * stats['foreground_fraction']:.1f} % foreground",
+        file=stream,
+    )
+    space = ", ".join(
+        f"{p.name} {list(p.choices)}"
+        if p.is_categorical
+        else f"{p.name} [{p.low:g}, {p.high:g}{' log' if p.log else ''}]"
+        for p in config.search
+    )
+    print(f"space {space}", file=stream)
+    print(
+        f"       sampler {config.sampler.kind}, pruner {config.pruner.kind}, "
+        f"max_epochs {config.training.max_epochs}, budget {config.budget.max_trials or 'none'}",
+        file=stream,
+    )
+
+
+def print_best(study: optuna.Study, stream: TextIO) -> None:
+    try:
+        best = study.best_trial
+    except ValueError:
+        print("no trial has completed yet", file=stream)
+        return
+    print(
+        f"best  trial {best.number}: val_jaccard {best.value:.4f} at epoch {best.user_attrs.get('best_epoch')}  "
+        f"{format_params(best.params)}",
+        file=stream,
+    )
+    print(f"      export it with: optimize export-best --study {study.study_name}", file=stream)

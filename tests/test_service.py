@@ -1,0 +1,130 @@
+"""The service end to end on SQLite: run, join, export, status, and Optuna's own clients reading the study."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from optimize.cli import main
+from tests.conftest import run_cli, write_tiny_study
+
+OPTUNA_CLI = str(Path(sys.executable).parent / "optuna")
+
+
+def storage_url(studies: Path, name: str = "tiny") -> str:
+    return f"sqlite:///{studies / f'{name}.db'}"
+
+
+def test_runs_prune_join_and_enqueue_once(finished_study):
+    study, studies, first, second = finished_study
+    trials = study.get_trials()
+    assert len(trials) == 12
+    assert {trial.number for trial in trials} == set(range(12))
+    states = [trial.state for trial in trials]
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states
+    assert trials[0].params == {"architecture": "unet", "loss": "dice", "learning_rate": 1e-2}
+    assert trials[1].params == {"architecture": "attention_unet", "loss": "combined", "learning_rate": 1e-5}
+    enqueued = [trial for trial in trials if trial.user_attrs.get("enqueued")]
+    assert [trial.number for trial in enqueued] == [0, 1]
+    for trial in trials:
+        history = trial.user_attrs["history"]
+        assert len(history["epoch"]) == trial.user_attrs["epochs_run"] == len(trial.intermediate_values)
+        assert history["val_jaccard"] == pytest.approx(
+            [trial.intermediate_values[e] for e in history["epoch"]], abs=1e-6
+        )
+        if trial.state == TrialState.PRUNED:
+            assert trial.user_attrs["reason"] == f"pruned at epoch {trial.last_step}"
+    assert "study tiny" in first and "(8 trials so far)" in second
+    assert first.count("COMPLETE") + first.count("PRUNED") >= 8
+    assert study.user_attrs["config_toml"] == (studies / "tiny.toml").read_text()
+    assert study.user_attrs["data_stats"]["n_images"] == 24
+    assert "optuna" in study.user_attrs["packages"]
+
+
+def test_export_best_matches_database(finished_study, monkeypatch):
+    study, studies, _, _ = finished_study
+    monkeypatch.setenv("OPTIMIZE_STUDIES_DIR", str(studies))
+    assert main(["export-best", "--study", "tiny"]) == 0
+    out = studies / "tiny" / "export"
+    best = json.loads((out / "best_hyperparameters.json").read_text())
+    assert best["trial_number"] == study.best_trial.number
+    assert best["value"] == pytest.approx(study.best_value)
+    assert best["params"] == study.best_params
+    assert best["settings"]["base_filters"] == 4 and best["settings"]["loss"] == study.best_params["loss"]
+    assert best["storage"] == {"kind": "sqlite", "url": storage_url(studies)}
+    assert best["epochs_run"] == study.best_trial.user_attrs["epochs_run"]
+    assert best["exported_at_utc"].endswith("+00:00")
+    table = pd.read_csv(out / "search_results.csv")
+    assert len(table) == len(study.trials)
+    assert table.loc[0, "number"] == study.best_trial.number
+    assert set(table["state"]) <= {"COMPLETE", "PRUNED"}
+    for trial in study.trials:
+        history = pd.read_csv(out / "histories" / f"trial_{trial.number:04d}.csv")
+        assert list(history.columns) == ["epoch", "loss", "val_loss", "jaccard", "val_jaccard", "lr", "seconds"]
+        assert len(history) == trial.user_attrs["epochs_run"]
+
+
+def test_status_and_optuna_clients_read_the_study(finished_study, monkeypatch, capsys):
+    study, studies, _, _ = finished_study
+    monkeypatch.setenv("OPTIMIZE_STUDIES_DIR", str(studies))
+    assert main(["status", "--study", "tiny"]) == 0
+    text = capsys.readouterr().out
+    assert f"COMPLETE {sum(t.state == TrialState.COMPLETE for t in study.trials)}" in text
+    assert f"val_jaccard {study.best_value:.4f}" in text
+    listed = subprocess.run(
+        [OPTUNA_CLI, "trials", "--study-name", "tiny", "--storage", storage_url(studies), "-f", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert len(json.loads(listed.stdout)) == 12
+    best = subprocess.run(
+        [OPTUNA_CLI, "best-trial", "--study-name", "tiny", "--storage", storage_url(studies), "-f", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(best.stdout)["number"] == study.best_trial.number
+
+
+def test_budget_stops_every_run(studies, capsys):
+    write_tiny_study(studies, "capped", max_trials=3, max_epochs=2)
+    assert main(["run", "--study", "capped", "--n-trials", "10"]) == 0
+    assert main(["run", "--study", "capped", "--n-trials", "10"]) == 0
+    assert "budget reached: 3 of max_trials = 3" in capsys.readouterr().out
+    study = optuna.load_study(study_name="capped", storage=storage_url(studies, "capped"))
+    assert len(study.trials) == 3
+
+
+def test_export_without_complete_trial_fails_clearly(studies, capsys):
+    optuna.create_study(study_name="empty", storage=storage_url(studies, "empty"))
+    assert main(["export-best", "--study", "empty"]) == 1
+    assert "has no COMPLETE trial yet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--study", "nosuch"], r"no study config .*nosuch.toml; studies in .*: broken, tiny"),
+        (["run", "--study", "broken"], r"broken.toml \[training\]: unknown key 'max_epoch'"),
+        (["run", "--study", "tiny", "--data", "/nonexistent/beads"], r"data: .*/nonexistent/beads"),
+        (["export-best", "--study", "ghost"], r"no study database at .*ghost.db"),
+        (["run", "--study", "tiny", "--storage", "postgresql://nobody@127.0.0.1:1/none"], r"127.0.0.1:1"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(studies, args, message):
+    (studies / "broken.toml").write_text("[data]\ndir = 'x'\n[training]\nmax_epoch = 3\n")
+    result = run_cli(*args, env={"OPTIMIZE_STUDIES_DIR": str(studies)})
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert re.search(message, lines[0]), lines[0]
