@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     study_options(export)
     export.add_argument("--out", help="output folder (default: studies/NAME/export/)")
 
+    report = command("report", cmd_report, "Write the study's analysis: REPORT.md, report.html and CSV tables.")
+    study_options(report)
+    report.add_argument("--out", help="output folder (default: studies/NAME/report/)")
+
     dashboard = command("dashboard", cmd_dashboard, "Serve optuna-dashboard on the study's storage.")
     study_options(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1")
@@ -86,17 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from .run import RunOptions, run_worker
 
-    return run_worker(
-        RunOptions(
-            study=args.study,
-            n_trials=args.n_trials,
-            timeout=args.timeout,
-            storage=args.storage,
-            seed=args.seed,
-            data=args.data,
-            verbose=args.verbose,
-        )
+    options = RunOptions(
+        study=args.study,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        storage=args.storage,
+        seed=args.seed,
+        data=args.data,
+        verbose=args.verbose,
+        rank=args.rank,
+        n_workers=args.n_workers,
     )
+    if not args.gpus and (args.workers or 1) == 1:
+        return run_worker(options)
+    from .workers import plan_workers, run_workers, visible_gpus
+
+    if args.gpus and args.workers:
+        raise UserError("give either --gpus or --workers, not both")
+    gpus = visible_gpus(args.gpus) if args.gpus else None
+    plan = plan_workers(gpus, args.workers, args.trials_per_gpu, args.n_trials)
+    return run_workers(options.worker_args(), plan, shared_gpu=args.trials_per_gpu > 1, stream=sys.stdout)
 
 
 def cmd_export_best(args: argparse.Namespace) -> int:
@@ -105,6 +118,16 @@ def cmd_export_best(args: argparse.Namespace) -> int:
     study, url = existing_study(args)
     out = export_best(study, url, args.out)
     print(f"wrote {out}/best_hyperparameters.json, search_results.csv and histories/")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    study, url = existing_study(args)
+    out = write_report(study, url, args.out)
+    tables = sorted((out / "tables").glob("*.csv"))
+    print(f"wrote {out / 'REPORT.md'}\nwrote {out / 'report.html'}\nwrote {len(tables)} tables in {out / 'tables'}/")
     return 0
 
 

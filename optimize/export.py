@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from .config import parse_config, studies_dir
-from .errors import ConfigError, UserError
-from .results import history_frame, trials_frame
+from .config import studies_dir
+from .errors import UserError
+from .results import history_frame, stored_config, trials_frame
 from .storage import redact, storage_kind
 from .study import package_versions
 
@@ -58,11 +57,10 @@ def export_best(study: optuna.Study, url: str, out_dir: str | Path | None = None
 
 def full_settings(study: optuna.Study, params: dict) -> dict | None:
     """Every training setting of the best trial (fixed ones from the stored config, plus its params)."""
-    text = study.user_attrs.get("config_toml")
-    if not text:
+    config = stored_config(study)
+    if config is None:
         return None
     try:
-        config = parse_config(tomllib.loads(text), path=Path(study.user_attrs.get("config_file", "config.toml")))
         return dataclasses.asdict(config.training.replace(**params))
-    except (ConfigError, tomllib.TOMLDecodeError, ValueError):
+    except (TypeError, ValueError):
         return None

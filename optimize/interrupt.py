@@ -1,16 +1,20 @@
 """SIGTERM and SIGINT (PBS walltime, Ctrl-C): stop at the next batch, hand the trial back, exit 143 / 130.
 
 The first signal asks the running trial to stop after its current batch; the objective then marks
-it FAIL with reason `interrupted` and enqueues its parameters again. A second signal stops at once.
+it FAIL with reason `interrupted` and enqueues its parameters again. A second signal, more than two
+seconds later, stops at once.
 """
 
 from __future__ import annotations
 
 import signal
+import time
 
 import keras
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
+# PBS may signal a worker directly and through `optimize run --gpus` at once: that is one request.
+DUPLICATE_SECONDS = 2.0
 
 
 class Interrupted(Exception):
@@ -22,6 +26,7 @@ class InterruptWatch:
 
     def __init__(self) -> None:
         self.signal_number: int | None = None
+        self.first_at = 0.0
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> InterruptWatch:
@@ -42,9 +47,10 @@ class InterruptWatch:
         return 128 + (self.signal_number or 0)
 
     def _handle(self, number: int, frame: object) -> None:
-        if self.signal_number is not None:
+        if self.signal_number is None:
+            self.signal_number, self.first_at = number, time.monotonic()
+        elif time.monotonic() - self.first_at > DUPLICATE_SECONDS:
             raise KeyboardInterrupt(f"second signal {signal.Signals(number).name}: stopping at once")
-        self.signal_number = number
 
     def callback(self) -> keras.callbacks.Callback:
         """A Keras callback that raises `Interrupted` after the batch in which a signal arrived."""

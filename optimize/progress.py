@@ -37,10 +37,12 @@ def trial_line(trial: FrozenTrial) -> str:
 
 
 def print_trial(stream: TextIO):
-    """A `study.optimize` callback that prints each finished trial, with the best so far."""
+    """A `study.optimize` callback that prints each finished trial (over the live epoch line)."""
+
+    clear_line = "\r\x1b[K" if stream.isatty() else ""
 
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
-        print(trial_line(trial), file=stream, flush=True)
+        print(clear_line + trial_line(trial), file=stream, flush=True)
 
     return callback
 

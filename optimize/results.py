@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
+import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from .config import StudyConfig, parse_config
+from .errors import ConfigError
 from .history import HISTORY_COLUMNS
 
 SUMMARY_COLUMNS = (
@@ -72,3 +78,15 @@ def history_frame(trial: FrozenTrial) -> pd.DataFrame:
     frame["epoch"] = steps
     frame["val_jaccard"] = [trial.intermediate_values[step] for step in steps]
     return frame
+
+
+def stored_config(study: optuna.Study) -> StudyConfig | None:
+    """The config the study ran with, parsed from its stored text; None when absent or no longer valid."""
+    text = study.user_attrs.get("config_toml")
+    if not text:
+        return None
+    try:
+        path = Path(study.user_attrs.get("config_file", f"{study.study_name}.toml"))
+        return parse_config(tomllib.loads(text), path=path, text=text)
+    except (ConfigError, tomllib.TOMLDecodeError, ValueError):
+        return None

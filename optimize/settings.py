@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 SCHEDULES = ("none", "plateau", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-NORMS = ("batch", "group", "none")
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def field_types() -> dict[str, type]:
 
 def _problems(settings: TrainSettings):
     from losses import LOSS_NAMES
-    from models import ARCHITECTURES
+    from models import ARCHITECTURES, NORMS
 
     choices = {
         "architecture": ARCHITECTURES,

@@ -39,6 +39,9 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 
 def trials_of(url: str) -> list[optuna.trial.FrozenTrial]:
+    """The tiny study's trials, or none while the study is not created yet."""
+    if "tiny" not in optuna.get_all_study_names(storage=url):
+        return []
     return optuna.load_study(study_name="tiny", storage=url).get_trials()
 
 
@@ -123,10 +126,10 @@ def test_sigterm_hands_the_trial_back(postgres_url, tmp_path):
     assert interrupted.state == TrialState.FAIL
     requeued = [t for t in trials if t.user_attrs.get("requeued_from") == interrupted.number]
     assert [t.state for t in requeued] == [TrialState.WAITING]
-    assert requeued[0].params == interrupted.params
+    assert requeued[0].system_attrs["fixed_params"] == interrupted.params
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     write_tiny_study(studies, max_trials=3, max_epochs=2)
-    finisher = start_worker(studies, "--storage", postgres_url, "--n-trials", "1")
+    finisher = start_worker(studies, "--storage", postgres_url, "--n-trials", "2")
     output, _ = finisher.communicate(timeout=300)
     assert finisher.returncode == 0, output
     redone = next(t for t in trials_of(postgres_url) if t.number == requeued[0].number)

@@ -1,0 +1,96 @@
+"""The benchmarks' smoke modes as real subprocesses, and the analytic FLOP count they report.
+
+The three smoke runs start together (module fixture) so the whole file stays well under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import keras
+import pytest
+
+import models
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+SCRIPTS = {
+    "search_efficiency": "| method ",
+    "storage": "| storage ",
+    "throughput": "| architecture ",
+}
+
+
+def bench_module(name: str) -> ModuleType:
+    """Import `bench/NAME.py` without putting bench/ on sys.path."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path, Path]]:
+    """Every script started at once with `--smoke --results TMP`; tests wait on their own."""
+    folder = tmp_path_factory.mktemp("bench")
+    runs = {}
+    for name in SCRIPTS:
+        log = folder / f"{name}.log"
+        results = folder / f"{name}.md"
+        with log.open("w") as output:
+            process = subprocess.Popen(
+                [sys.executable, str(BENCH / f"{name}.py"), "--smoke", "--results", str(results)],
+                cwd=ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        runs[name] = (process, log, results)
+    yield runs
+    for process, _, _ in runs.values():
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.parametrize("name", list(SCRIPTS))
+def test_smoke_prints_and_writes_a_table(smoke_runs, name):
+    process, log, results = smoke_runs[name]
+    code = process.wait(timeout=240)
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    assert SCRIPTS[name] in output
+    written = results.read_text()
+    assert SCRIPTS[name] in written
+    assert "- command: `python" in written and "--smoke" in written
+    assert "- machine: " in written
+
+
+def test_smoke_appends_to_results_md_only_when_asked():
+    common = bench_module("_common")
+    parse = argparse.ArgumentParser()
+    common.add_output_args(parse)
+    assert common.results_path(parse.parse_args(["--smoke"])) is None
+    assert common.results_path(parse.parse_args([])) == BENCH / "RESULTS.md"
+    assert common.results_path(parse.parse_args(["--smoke", "--results", "x.md"])) == Path("x.md")
+
+
+def test_markdown_table_pads_columns():
+    table = bench_module("_common").markdown_table(["a", "bb"], [[1, "x"], ["long", 2.5]])
+    assert table.splitlines() == ["| a    | bb  |", "| ---- | --- |", "| 1    | x   |", "| long | 2.5 |"]
+
+
+def test_unet_512_base_64_is_about_385_gflop_forward():
+    flops = bench_module("flops")
+    try:
+        gflop = flops.forward_flops(models.build("unet", (512, 512, 1), 64, 4)) / 1e9
+    finally:
+        keras.backend.clear_session()
+    assert gflop == pytest.approx(385, rel=0.05)
+    assert flops.train_flops(models.build("unet", (32, 32, 1), 4, 2)) == 3 * flops.forward_flops(
+        models.build("unet", (32, 32, 1), 4, 2)
+    )
+    keras.backend.clear_session()

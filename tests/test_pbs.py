@@ -1,0 +1,274 @@
+"""The PBS job scripts in pbs/: their directives, and their bodies run for real outside PBS."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from sqlalchemy.engine import make_url
+
+from tests.conftest import OPTIMIZE, ROOT, write_tiny_study
+
+PBS = ROOT / "pbs"
+SCRIPTS = sorted(PBS.glob("*.pbs"))
+PG_USER = "optimizepg"
+
+DIRECTIVES = [
+    re.compile(r"-N [A-Za-z][\w.-]{0,235}"),
+    re.compile(r"-l walltime=\d+:[0-5]\d:[0-5]\d"),
+    re.compile(r"-l (?!walltime=)\w+=[\w.]+(:\w+=[\w.]+)*"),
+    re.compile(r"-j (oe|eo|n)"),
+    re.compile(r"-q [\w.@-]+"),
+    re.compile(r"-J \d+-\d+(:\d+)?(%\d+)?"),
+    re.compile(r"-V"),
+    re.compile(r"-v \w+(=[^,\s]*)?(,\w+(=[^,\s]*)?)*"),
+    re.compile(r"-[oe] \S+"),
+]
+
+
+def directives(script: Path) -> list[str]:
+    return [line[len("#PBS") :].strip() for line in script.read_text().splitlines() if line.startswith("#PBS")]
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The test's environment without any storage setting, plus `overrides`."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OPTIMIZE_", "PBS_"))}
+    return {**env, **overrides}
+
+
+def worker_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    studies = tmp_path / "studies"
+    write_tiny_study(studies, max_trials=2, max_epochs=2)
+    defaults = dict(
+        HOME=str(tmp_path),
+        PBS_O_WORKDIR=str(tmp_path),
+        PBS_ARRAY_INDEX="2",
+        PBS_JOBID="123.test",
+        STUDY="tiny",
+        N_TRIALS="2",
+        WORKERS="1",
+        OPTIMIZE=OPTIMIZE,
+        OPTIMIZE_STUDIES_DIR=str(studies),
+        PYTHONUNBUFFERED="1",
+    )
+    return clean_env(**{**defaults, **overrides})
+
+
+def run_script(name: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(PBS / name)], capture_output=True, text=True, env=env, timeout=timeout, cwd=env["HOME"]
+    )
+
+
+def stub_command(folder: Path) -> Path:
+    """A stand-in for `optimize` that prints its pid, arguments and storage."""
+    stub = folder / "optimize-stub"
+    stub.write_text('#!/bin/bash\necho "pid=$$"\necho "args=$*"\necho "storage=$OPTIMIZE_STORAGE"\n')
+    stub.chmod(0o755)
+    return stub
+
+
+def test_scripts_exist():
+    assert {script.name for script in SCRIPTS} >= {"worker.pbs", "postgres.pbs", "dashboard.pbs"}
+    assert (PBS / "README.md").is_file()
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
+def test_bash_syntax(script):
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
+def test_pbs_directives_parse(script):
+    lines = script.read_text().splitlines()
+    assert lines[0] == "#!/bin/bash"
+    found = directives(script)
+    for directive in found:
+        assert any(pattern.fullmatch(directive) for pattern in DIRECTIVES), f"unknown #PBS directive: {directive}"
+    options = {directive.split()[0] for directive in found}
+    assert {"-N", "-l", "-j"} <= options
+    assert sum(directive.startswith("-l walltime=") for directive in found) == 1
+    # PBS reads directives only up to the first command line.
+    first_command = next(n for n, line in enumerate(lines) if line.strip() and not line.startswith("#"))
+    assert all(n < first_command for n, line in enumerate(lines) if line.startswith("#PBS"))
+
+
+def test_worker_asks_for_gpus_and_leaves_arrays_to_qsub():
+    found = directives(PBS / "worker.pbs")
+    select = next(directive for directive in found if directive.startswith("-l select="))
+    resources = dict(item.split("=") for item in select.removeprefix("-l ").split(":"))
+    assert int(resources["ngpus"]) >= 1 and int(resources["ncpus"]) >= 1 and resources["mem"].endswith("gb")
+    assert not any(directive.startswith("-J") for directive in found)
+    assert "qsub -J 1-4" in (PBS / "worker.pbs").read_text()
+
+
+def test_worker_runs_trials_on_postgres(tmp_path, postgres_url):
+    env = worker_env(tmp_path, OPTIMIZE_STORAGE=postgres_url, SEED="7")
+    result = run_script("worker.pbs", env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "--workers 1" in result.stdout and "--seed 2007" in result.stdout
+    trials = optuna.load_study(study_name="tiny", storage=postgres_url).get_trials()
+    assert len([trial for trial in trials if trial.state.is_finished()]) == 2, trials
+
+
+def test_worker_without_storage_fails_clearly(tmp_path):
+    result = run_script("worker.pbs", worker_env(tmp_path))
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()
+    assert len(message) == 1 and message[0].startswith("worker.pbs: error: no study storage"), result.stderr
+    assert "OPTIMIZE_STORAGE" in message[0] and str(tmp_path / ".optimize" / "tiny.url") in message[0]
+
+
+def test_worker_refuses_sqlite(tmp_path):
+    result = run_script("worker.pbs", worker_env(tmp_path, OPTIMIZE_STORAGE=f"sqlite:///{tmp_path}/tiny.db"))
+    assert result.returncode != 0 and "SQLite" in result.stderr
+    assert not (tmp_path / "tiny.db").exists()
+
+
+def test_worker_reads_url_file_and_execs_optimize(tmp_path):
+    url = "postgresql+psycopg://optimize:s3cret@db-node:54321/optimize"
+    (tmp_path / ".optimize").mkdir()
+    (tmp_path / ".optimize" / "tiny.url").write_text(url + "\n")
+    env = worker_env(tmp_path, OPTIMIZE=str(stub_command(tmp_path)), SEED="5", PBS_ARRAY_INDEX="3")
+    del env["WORKERS"]
+    process = subprocess.Popen(
+        ["bash", str(PBS / "worker.pbs")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert f"pid={process.pid}" in out  # exec: PBS's SIGTERM reaches optimize itself
+    assert "args=run --study tiny --n-trials 2 --gpus all-visible --trials-per-gpu 1 --seed 3005" in out
+    assert f"storage={url}" in out
+    assert "optimize:***@db-node" in out and out.count("s3cret") == 1  # printed only by the stub
+
+
+def test_dashboard_prints_the_tunnel(tmp_path):
+    env = worker_env(
+        tmp_path,
+        OPTIMIZE=str(stub_command(tmp_path)),
+        OPTIMIZE_STORAGE="postgresql+psycopg://u:p@db/optimize",
+        PBS_O_HOST="login1",
+    )
+    result = run_script("dashboard.pbs", env)
+    assert result.returncode == 0, result.stderr
+    assert "args=dashboard --study tiny --host 127.0.0.1 --port 8080" in result.stdout
+    assert "ssh -N -L 8080:127.0.0.1:8080 -J " in result.stdout and "@login1 " in result.stdout
+    assert "http://localhost:8080/dashboard/" in result.stdout
+    result = run_script("dashboard.pbs", {**env, "DASHBOARD_HOST": "0.0.0.0", "DASHBOARD_PORT": "8090"})
+    assert "--host 0.0.0.0 --port 8090" in result.stdout
+    assert re.search(r"ssh -N -L 8090:\S+:8090 \S+@login1$", result.stdout, re.MULTILINE), result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def unprivileged_user() -> dict:
+    """`user=`/`group=` for Popen: initdb and postgres refuse to run as root."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        pwd.getpwnam(PG_USER)
+    except KeyError:
+        created = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
+            capture_output=True,
+            text=True,
+        )
+        if created.returncode != 0:
+            pytest.skip(f"running as root and cannot create user {PG_USER}: {created.stderr.strip()}")
+    entry = pwd.getpwnam(PG_USER)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+def start_postgres(home: Path, port: int, log: Path, user: dict) -> subprocess.Popen:
+    env = clean_env(HOME=str(home), PGDATA=str(home / "pgdata"), PG_HOST="127.0.0.1", PG_PORT=str(port), STUDY="tiny")
+    with log.open("a") as output:
+        return subprocess.Popen(
+            ["bash", str(PBS / "postgres.pbs")],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=home,
+            start_new_session=True,
+            **user,
+        )
+
+
+def wait_for_url(process: subprocess.Popen, url_file: Path, log: Path) -> str:
+    deadline = time.monotonic() + 60
+    while not url_file.exists():
+        assert process.poll() is None, f"postgres.pbs exited with {process.returncode}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no URL file after 60 s:\n{log.read_text()}"
+        time.sleep(0.2)
+    return url_file.read_text().strip()
+
+
+def stop_postgres(process: subprocess.Popen, port: int, url_file: Path, log: Path) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, log.read_text()
+    assert not port_open(port)
+    assert not url_file.exists()
+    assert "postgres.pbs: server stopped" in log.read_text()
+
+
+def test_postgres_job_serves_the_study_and_stops_on_sigterm():
+    user = unprivileged_user()
+    home = Path(tempfile.mkdtemp(prefix="optimize-pbs-", dir="/tmp"))
+    if user:
+        os.chown(home, user["user"], user["group"])
+    log = Path(tempfile.mkdtemp(prefix="optimize-pbs-log-")) / "postgres.log"
+    url_file = home / ".optimize" / "tiny.url"
+    port = free_port()
+    process = start_postgres(home, port, log, user)
+    try:
+        url = wait_for_url(process, url_file, log)
+        mode = url_file.stat().st_mode
+        assert stat.S_IMODE(mode) == 0o600 and stat.S_IMODE(url_file.parent.stat().st_mode) == 0o700
+        assert re.fullmatch(rf"postgresql\+psycopg://optimize:[0-9a-f]{{32}}@127\.0\.0\.1:{port}/optimize", url)
+        engine = sqlalchemy.create_engine(url)
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text("CREATE TABLE kept (value int)"))
+            connection.execute(sqlalchemy.text("INSERT INTO kept VALUES (42)"))
+        engine.dispose()
+        wrong = sqlalchemy.create_engine(make_url(url).set(password="wrong"))
+        with pytest.raises(sqlalchemy.exc.OperationalError, match="password authentication failed"):
+            wrong.connect()
+        wrong.dispose()
+        stop_postgres(process, port, url_file, log)
+
+        # A second job on the same data directory: same password, same data.
+        process = start_postgres(home, port, log, user)
+        assert wait_for_url(process, url_file, log) == url
+        engine = sqlalchemy.create_engine(url)
+        with engine.connect() as connection:
+            assert connection.execute(sqlalchemy.text("SELECT value FROM kept")).scalar_one() == 42
+        engine.dispose()
+        stop_postgres(process, port, url_file, log)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(log.parent, ignore_errors=True)

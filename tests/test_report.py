@@ -1,0 +1,286 @@
+"""`optimize report`: numbers checked against the database, every section present, and report.html in a browser."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+from scipy import stats
+
+from optimize.cli import main
+from optimize.objective import history_columns, history_summary
+from optimize.report import write_report
+from tests.test_dashboard import dump_dom, needs_chromium, uncaught_errors
+
+SECTIONS = (
+    "Summary",
+    "Top 5 configurations",
+    "Per-parameter impact",
+    "Learning curves",
+    "Loss functions compared",
+    "Convergence",
+    "Stability",
+    "Pruning",
+    "Workers",
+    "Findings",
+)
+MADE_CONFIG = """
+description = "hand-made study for the report tests"
+
+[data.synthetic]
+n_images = 8
+
+[training]
+max_epochs = 40
+patience = 10
+
+[search]
+architecture = ["unet", "resunet"]
+learning_rate = { low = 1e-5, high = 5e-4, log = true }
+batch_size = [4, 8, 16]
+dropout = [0.0, 0.1, 0.2]
+loss = ["dice", "focal", "combined"]
+
+[pruner]
+kind = "asha"
+min_resource = 5
+reduction_factor = 2
+"""
+DISTRIBUTIONS = {
+    "architecture": CategoricalDistribution(["unet", "resunet"]),
+    "learning_rate": FloatDistribution(1e-5, 5e-4, log=True),
+    "batch_size": CategoricalDistribution([4, 8, 16]),
+    "dropout": CategoricalDistribution([0.0, 0.1, 0.2]),
+    "loss": CategoricalDistribution(["dice", "focal", "combined"]),
+}
+JS_ERROR_COLLECTOR = (
+    "<script>addEventListener('error', function (e) { var d = document.documentElement;"
+    " d.setAttribute('data-js-errors', (d.getAttribute('data-js-errors') || '') + ' | ' + e.message); });</script>"
+)
+
+
+def made_trial(rng: np.random.Generator, state: TrialState, epochs: int, start: datetime, worker="", **attrs):
+    """A trial as the objective stores it: params, per-epoch history, its summary and intermediate values.
+
+    `worker=None` leaves the worker out, as for a worker killed before it could store anything.
+    """
+    params = {name: rng.choice(d.choices).item() for name, d in DISTRIBUTIONS.items() if name != "learning_rate"}
+    params["learning_rate"] = float(10 ** rng.uniform(-5, math.log10(5e-4)))
+    peak = 0.1 + 0.3 * (params["loss"] != "dice") + 0.1 * rng.random()
+    rows = []
+    for epoch in range(1, epochs + 1):
+        val = peak * (1 - math.exp(-epoch / 6)) - 0.002 * max(0, epoch - 25) + 0.005 * rng.random()
+        train = val + 0.02 * epoch / 10
+        rows.append(
+            {"epoch": epoch, "loss": 1 - train, "val_loss": 1 - val + 0.01 * rng.random(), "jaccard": train}
+            | {"val_jaccard": val, "lr": params["learning_rate"], "seconds": 2.0}
+        )
+    summary = history_summary(rows) if rows else {"epochs_run": 0}
+    worker = f"node{rng.integers(1, 3)}:100" if worker == "" else worker
+    user_attrs = {"history": history_columns(rows), **summary, "worker": worker, **attrs}
+    trial = optuna.trial.create_trial(
+        state=state,
+        value=summary.get("best_val_jaccard") if state == TrialState.COMPLETE else None,
+        params=params,
+        distributions=DISTRIBUTIONS,
+        user_attrs={key: value for key, value in user_attrs.items() if value is not None},
+        intermediate_values={row["epoch"]: row["val_jaccard"] for row in rows},
+    )
+    trial.datetime_start = start
+    trial.datetime_complete = start + timedelta(seconds=2 * max(epochs, 1))
+    return trial, trial.datetime_complete
+
+
+def made_study(url: str | None, n_trials: int, seed: int = 0, config: bool = True) -> optuna.Study:
+    """A study written by hand (no training): COMPLETE, PRUNED at the rungs 5/10/20, FAIL and a retry.
+
+    `url=None` keeps it in memory; `config=False` leaves out the stored config, as a study made elsewhere.
+    """
+    study = optuna.create_study(study_name="made", storage=url, direction="maximize")
+    if config:
+        study.set_user_attr("config_toml", MADE_CONFIG)
+        study.set_user_attr("config_file", "studies/made.toml")
+    rng = np.random.default_rng(seed)
+    clock = datetime(2025, 10, 10, 4, 31)
+    for number in range(n_trials):
+        if number == 5:
+            trial, clock = made_trial(rng, TrialState.FAIL, 3, clock, worker=None)
+        elif number == 8:
+            trial, clock = made_trial(rng, TrialState.FAIL, 2, clock, reason="ResourceExhaustedError: OOM")
+        elif number == 9:
+            trial, clock = made_trial(rng, TrialState.COMPLETE, 30, clock, retry_of=5)
+        elif number == 0 or number % 3 == 2:
+            trial, clock = made_trial(rng, TrialState.COMPLETE, int(rng.integers(25, 41)), clock, enqueued=number == 0)
+        else:
+            rung = (5, 10, 20)[number % 3]
+            trial, clock = made_trial(
+                rng, TrialState.PRUNED, rung, clock, reason=f"pruned at epoch {rung}", enqueued=number == 1
+            )
+        study.add_trial(trial)
+    return study
+
+
+def report_files(out: Path) -> tuple[str, str]:
+    return (out / "REPORT.md").read_text(encoding="utf-8"), (out / "report.html").read_text(encoding="utf-8")
+
+
+def assert_every_section(markdown: str, html: str) -> None:
+    for title in SECTIONS:
+        assert f"\n## {title}\n" in markdown
+        assert f"<h2>{title}</h2>" in html
+    assert "Ã" not in markdown + html  # no doubly encoded UTF-8 (Ã— for ×)
+    assert '<meta charset="utf-8">' in html
+
+
+def test_report_matches_database(finished_study, monkeypatch, capsys):
+    study, studies, _, _ = finished_study
+    monkeypatch.setenv("OPTIMIZE_STUDIES_DIR", str(studies))
+    assert main(["report", "--study", "tiny"]) == 0
+    out = studies / "tiny" / "report"
+    printed = capsys.readouterr().out
+    assert str(out / "REPORT.md") in printed and str(out / "report.html") in printed
+    markdown, html = report_files(out)
+    assert_every_section(markdown, html)
+    trials = study.get_trials()
+
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (-t.value, t.number))
+    others = [t for t in trials if t.state != TrialState.COMPLETE]
+    others = sorted(others, key=lambda t: (-t.user_attrs["best_val_jaccard"], t.number))
+    top = pd.read_csv(out / "tables" / "top5.csv")
+    assert top["number"].tolist() == [t.number for t in (complete + others)[:5]]
+    assert top["val_jaccard"].iloc[0] == pytest.approx(study.best_value)
+    assert f"**Best: trial {study.best_trial.number}**, val Jaccard **{study.best_value:.4f}**" in markdown
+
+    scored = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    value = {t.number: t.value if t.state == TrialState.COMPLETE else t.user_attrs["best_val_jaccard"] for t in scored}
+    unet = [value[t.number] for t in scored if t.params["architecture"] == "unet"]
+    impact = pd.read_csv(out / "tables" / "parameter_impact.csv")
+    row = impact[(impact["parameter"] == "architecture") & (impact["value"] == "unet")].iloc[0]
+    assert row["count"] == len(unet)
+    assert row["mean"] == pytest.approx(np.mean(unet))
+    assert row["std"] == pytest.approx(np.std(unet, ddof=1))
+    assert row["best"] == pytest.approx(max(unet))
+
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    pruning = pd.read_csv(out / "tables" / "pruning.csv")
+    assert pruning["trials"].sum() == len(pruned)
+    for rung, epoch in enumerate((1, 2)):  # tiny.toml: min_resource 1, reduction_factor 2, max_epochs 3
+        expected = sum(t.user_attrs["reason"] == f"pruned at epoch {epoch}" for t in pruned)
+        assert pruning.set_index("stopped").loc[f"rung {rung}", "trials"] == expected
+    assert f"{len(pruned)} trials were pruned." in markdown
+    epochs = pd.read_csv(out / "tables" / "epochs.csv").set_index("state")
+    assert epochs.loc["total", "epochs_run"] == sum(t.user_attrs["epochs_run"] for t in trials)
+    assert epochs.loc["total", "epochs_at_max"] == 3 * len(trials)
+
+    enqueued = pd.read_csv(out / "tables" / "enqueued.csv")
+    assert enqueued["number"].tolist() == [t.number for t in trials if t.user_attrs.get("enqueued")]
+    states = pd.read_csv(out / "tables" / "states.csv").set_index("state")["trials"]
+    assert states["total"] == len(trials) and states.get("PRUNED", 0) == len(pruned)
+    workers = pd.read_csv(out / "tables" / "workers.csv")
+    assert set(workers["worker"]) == {t.user_attrs["worker"] for t in trials}
+    assert "batch_size" in markdown.split("## Stability")[1].split("## Pruning")[0]  # says what the heatmaps miss
+
+
+def test_varied_study_heatmaps_failures_and_findings(tmp_path):
+    study = made_study(None, 30)
+    out = write_report(study, None, tmp_path / "report")
+    markdown, html = report_files(out)
+    assert_every_section(markdown, html)
+    tables = {path.stem for path in (out / "tables").glob("*.csv")}
+    assert {"top5", "parameter_impact", "anova", "convergence", "heatmap", "pruning", "failures", "timeline"} <= tables
+
+    trials = study.get_trials()
+    scored = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    groups = {}
+    for trial in scored:
+        groups.setdefault(trial.params["batch_size"], []).append(
+            trial.value if trial.value is not None else trial.user_attrs["best_val_jaccard"]
+        )
+    expected = stats.f_oneway(*[values for values in groups.values() if len(values) >= 2])
+    anova = pd.read_csv(out / "tables" / "anova.csv").set_index("parameter")
+    assert anova.loc["batch_size", "F"] == pytest.approx(expected.statistic)
+    assert anova.loc["batch_size", "p"] == pytest.approx(expected.pvalue)
+
+    failures = pd.read_csv(out / "tables" / "failures.csv", dtype={"retried_by": str}).set_index("number")
+    assert failures.loc[5, "reason"] == "worker lost (heartbeat)" and failures.loc[5, "retried_by"] == "9"
+    assert failures.loc[8, "reason"] == "ResourceExhaustedError: OOM"
+    assert failures.loc[9, "retry_of"] == 5
+    pruning = pd.read_csv(out / "tables" / "pruning.csv").set_index("stopped")
+    assert pruning["epoch"].dropna().astype(int).tolist() == [5, 10, 20, 40]  # ASHA rungs up to max_epochs 40
+    assert pruning.loc["rung 3", "trials"] == 0
+
+    heatmap = pd.read_csv(out / "tables" / "heatmap.csv")
+    assert set(heatmap["architecture"]) == {"unet", "resunet"}
+    assert heatmap["trials"].sum() == len(scored)
+    findings = markdown.split("## Findings")[1]
+    assert (
+        "**failures**: 2 of 30 trials failed: worker lost (heartbeat) × 1; ResourceExhaustedError: OOM × 1" in findings
+    )
+    n_pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    assert f"**many pruned**: {n_pruned} of {len(scored)} finished trials ({n_pruned / len(scored):.0%})" in findings
+    assert re.search(r"\*\*(no )?significant effect\*\*: batch_size: F = [\d.]+, p = [\d.e-]+", findings)
+
+
+@pytest.mark.parametrize("n_trials, config", [(0, True), (1, True), (2, True), (2, False)])
+def test_small_studies_say_what_they_need(tmp_path, n_trials, config):
+    url = f"sqlite:///{tmp_path / 'made.db'}"
+    study = made_study(url, n_trials, config=config)
+    out = write_report(study, url, tmp_path / "report")
+    markdown, html = report_files(out)
+    assert_every_section(markdown, html)
+    assert f"{n_trials} trials read from `{url}`" in markdown
+    if n_trials == 0:
+        assert "No COMPLETE trial yet" in markdown and "No trial has started yet." in markdown
+    else:
+        assert "needs ≥ 2 COMPLETE trials (has 1)" in markdown
+        assert "n/a: needs ≥ 2 groups with ≥ 2 trials" in markdown
+    if n_trials == 1:
+        assert "a worst trial needs ≥ 2 COMPLETE or PRUNED trials" in markdown
+    if not config:
+        assert "no stored config (`config_toml`)" in markdown
+
+
+@needs_chromium
+@pytest.mark.parametrize("kind", ["finished", "made"])
+def test_report_html_renders_every_figure_without_errors(kind, request, tmp_path):
+    """On the trained study and on a hand-made one with every figure (heatmaps and failures too)."""
+    study = request.getfixturevalue("finished_study")[0] if kind == "finished" else made_study(None, 30)
+    out = write_report(study, None, tmp_path / "report")
+    markdown, html = report_files(out)
+    assert not re.search(r"<script[^>]*\bsrc=", html)  # plotly.js is inline: the page works offline
+    assert html.count("plotly.js v") == 1  # embedded once, with the first figure
+    n_figures = len(re.findall(r"^\*Figure \d+ ", markdown, flags=re.M))
+    assert n_figures >= 7
+    dom, stderr = open_with_error_collector(out / "report.html", tmp_path)
+    assert dom.count('class="plotly-graph-div js-plotly-plot"') == n_figures  # js-plotly-plot: Plotly drew it
+    assert dom.count('class="main-svg"') >= n_figures
+    assert not uncaught_errors(stderr)
+    assert "data-js-errors=" not in html_tag(dom)
+
+
+def open_with_error_collector(page: Path, tmp_path: Path) -> tuple[str, str]:
+    """The page's DOM in Chromium, from a copy that records every uncaught error on <html data-js-errors>."""
+    copy = tmp_path / f"checked_{page.name}"
+    copy.write_text(page.read_text(encoding="utf-8").replace("<head>", "<head>" + JS_ERROR_COLLECTOR, 1))
+    return dump_dom(copy.as_uri(), tmp_path / "profile")
+
+
+def html_tag(dom: str) -> str:
+    return re.search(r"<html[^>]*>", dom).group(0)
+
+
+@needs_chromium
+def test_error_checks_catch_a_broken_page(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><html><head></head><body><script>undefinedFunction();</script></body></html>")
+    dom, stderr = open_with_error_collector(page, tmp_path)
+    assert uncaught_errors(stderr)
+    assert "data-js-errors=" in html_tag(dom)
