@@ -26,7 +26,10 @@ def tiny_split():
 
 
 def tiny_settings(**changes) -> TrainSettings:
-    base = TrainSettings(base_filters=4, depth=2, batch_size=4, max_epochs=2, patience=5, learning_rate=3e-3)
+    """A 2-level, 4-filter U-Net run eagerly: on 32² images tracing a graph would cost more than training."""
+    base = TrainSettings(
+        base_filters=4, depth=2, batch_size=4, max_epochs=2, patience=5, learning_rate=3e-3, run_eagerly=True
+    )
     return base.replace(**changes)
 
 
@@ -102,7 +105,8 @@ def test_plateau_schedule_lowers_the_rate(tiny_split):
 
 def test_clipnorm_mixed_precision_and_saving(tiny_split, tmp_path):
     path = tmp_path / "best.keras"
-    result = train(tiny_settings(precision="mixed_bfloat16", clipnorm=1.0), *tiny_split, save_path=path)
+    settings = tiny_settings(precision="mixed_bfloat16", clipnorm=1.0, run_eagerly=False)
+    result = train(settings, *tiny_split, save_path=path)
     assert path.exists()
     model = keras.models.load_model(path, compile=False)
     assert model.output.dtype == "float32"
