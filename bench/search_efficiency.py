@@ -25,6 +25,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import optuna  # noqa: E402
 from _common import add_output_args, describe_machine, markdown_table, median, publish  # noqa: E402
 
@@ -124,6 +125,11 @@ def methods(scale: Scale) -> tuple[Method, ...]:
     )
 
 
+def jit_compile() -> bool:
+    """XLA under JAX, where `jit_compile = false` runs every op eagerly; the project's default (off) elsewhere."""
+    return keras.backend.backend() == "jax"
+
+
 def study_toml(scale: Scale, method: Method, seed: int) -> str:
     """The study config of one method and repetition: same data, training and space for every method."""
     return f"""
@@ -145,6 +151,7 @@ learning_rate = {scale.learning_rate}
 max_epochs = {scale.max_epochs}
 patience = {scale.patience}
 run_eagerly = {json.dumps(scale.run_eagerly)}
+jit_compile = {json.dumps(jit_compile())}
 seed = {seed}
 
 [search]
@@ -181,7 +188,7 @@ class MethodRun:
 
     @property
     def best(self) -> float:
-        return max((value for curve in self.curves for value in curve), default=math.nan)
+        return max((value for curve in self.curves for value in curve if math.isfinite(value)), default=math.nan)
 
     def epochs_to_reach(self, target: float) -> float:
         """Cumulative epochs until a val Jaccard >= target was first seen; infinity if never."""
@@ -194,7 +201,7 @@ class MethodRun:
         return math.inf
 
 
-def run_method(config: StudyConfig, data: StudyData, label: str) -> MethodRun:
+def run_method(config: StudyConfig, data: StudyData, method: str) -> MethodRun:
     """Run one in-memory study of `config` with the project's objective; as many trials as the grid."""
     n_trials = math.prod(len(param.choices) for param in config.search)
     study = optuna.create_study(
@@ -204,6 +211,7 @@ def run_method(config: StudyConfig, data: StudyData, label: str) -> MethodRun:
         direction=DIRECTION,
     )
     started = time.perf_counter()
+    label = f"{method} seed {config.training.seed}"
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         print(
@@ -220,7 +228,7 @@ def run_method(config: StudyConfig, data: StudyData, label: str) -> MethodRun:
         [math.nan if value is None else value for value in trial.user_attrs["history"]["val_jaccard"]]
         for trial in study.get_trials(deepcopy=False)
     ]
-    return MethodRun(config.description, config.training.seed, curves, wall)
+    return MethodRun(method, config.training.seed, curves, wall)
 
 
 def summary_rows(runs: dict[str, list[MethodRun]], grid: str) -> list[list[str]]:
@@ -273,7 +281,8 @@ def describe_scale(scale: Scale, data: StudyData) -> str:
         f"{scale.learning_rate:g}; random and TPE + ASHA search the same space with {scale.n_configs} trials. "
         f"Data: {data.source}, {data.stats['n_train']} train / {data.stats['n_val']} val. Training: base_filters "
         f"{scale.base_filters}, depth {scale.depth}, max_epochs {scale.max_epochs}, early-stopping patience "
-        f"{scale.patience}, augmentation on. ASHA: min_resource {scale.min_resource}, reduction_factor "
+        f"{scale.patience}, jit_compile {jit_compile()} (backend {keras.backend.backend()}), augmentation on. "
+        f"ASHA: min_resource {scale.min_resource}, reduction_factor "
         f"{scale.reduction_factor}. Best = highest val Jaccard at any epoch of any trial (COMPLETE or PRUNED); "
         "'epochs to grid best' counts every epoch of earlier trials plus the epochs of the trial that reached it."
     )
@@ -296,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for method in all_methods:
             config = make_config(scale, method, seed)
-            runs[method.name].append(run_method(config, data, f"{method.name} seed {seed}"))
+            runs[method.name].append(run_method(config, data, method.name))
     grid = all_methods[0].name
     body = "\n\n".join(
         [

@@ -134,7 +134,7 @@ def speed_rows(speeds: list[Speed], peak_tflops: float) -> list[list[str]]:
                 "on" if s.jit_compile else "off",
                 f"{speed.images_per_second:.1f}",
                 f"{1000 * speed.step_seconds:.0f}",
-                f"{speed.forward_gflop:.2f}",
+                f"{speed.forward_gflop:.3g}",
                 f"{100 * achieved / peak_tflops:.1f}",
                 f"{speed.build_seconds:.1f}",
                 f"{speed.compile_seconds:.1f}",
@@ -225,12 +225,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--batch", type=int, default=16 if gpu else 8, help="default 16 GPU, 8 CPU")
     parser.add_argument("--steps", type=int, default=20 if gpu else 4, help="steps per timed epoch")
-    parser.add_argument("--repeats", type=int, default=3 if gpu else 2, help="timed epochs after the first")
+    parser.add_argument("--repeats", type=int, default=5, help="timed epochs after the first (default 5)")
     parser.add_argument("--architectures", default=",".join(models.ARCHITECTURES))
     precisions = "float32,mixed_bfloat16" + (",mixed_float16" if gpu else "")
     parser.add_argument("--precisions", default=precisions, help=f"default {precisions}")
     parser.add_argument("--jit", default="off,on", help="jit_compile settings to measure (default off,on)")
     parser.add_argument("--trial-epochs", type=int, default=3, help="epochs of the real train() run (default 3)")
+    parser.add_argument(
+        "--trial-jit",
+        choices=("auto", "off", "on"),
+        default="auto",
+        help="jit_compile of the real train() run; auto: on under JAX (off runs op by op), else off (the default)",
+    )
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak (default: H100 bf16 or CPU)")
     add_output_args(parser)
     args = parser.parse_args(argv)
@@ -253,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         run_eagerly=args.smoke,  # smoke: skip graph tracing, which costs more than the tiny model's steps
     )
     batch = make_microbeads(args.batch, args.size, seed=0)
+    models.build("unet", (32, 32, 1), 4, 2)  # the backend's one-time start-up, not the first model's build time
     speeds = []
     for architecture in args.architectures.split(","):
         for precision in args.precisions.split(","):
@@ -263,7 +270,10 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as error:  # noqa: BLE001 - a setting the backend cannot run is a result too
                     speeds.append(Speed(settings, *[float("nan")] * 4, error=f"{type(error).__name__}: {error}"[:120]))
                 print(f"  {architecture} {precision} jit {jit}: done", file=sys.stderr, flush=True)
-    trial_settings = base.replace(max_epochs=args.trial_epochs, patience=args.trial_epochs, augment=True)
+    trial_jit = args.trial_jit == "on" or (args.trial_jit == "auto" and keras.backend.backend() == "jax")
+    trial_settings = base.replace(
+        max_epochs=args.trial_epochs, patience=args.trial_epochs, augment=True, jit_compile=trial_jit
+    )
     costs = measure_trial(trial_settings, args.size, 8 if args.smoke else USERS_IMAGES)
     unet_gflop = forward_flops(models.build("unet", (args.size, args.size, 1), args.base_filters, args.depth)) / 1e9
     device = "; ".join(gpu_names()) or cpu_model()[0]
@@ -295,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             if relative_rows(speeds)
             else "(no other setting measured)",
             f"One real trial: `optimize.train.train` of the U-Net for {args.trial_epochs} epochs on "
-            f"{8 if args.smoke else USERS_IMAGES} synthetic images (85/15 split), float32, jit off, "
-            f"batch {args.batch}:",
+            f"{8 if args.smoke else USERS_IMAGES} synthetic images (85/15 split), float32, "
+            f"jit {'on' if trial_jit else 'off'}, batch {args.batch}:",
             trial_table(costs, trial_settings),
             "\n".join(goal_lines(speeds, costs, args.size, args.base_filters)),
         ]
