@@ -146,10 +146,3 @@ def publish(args: argparse.Namespace, title: str, body: str, machine: str) -> No
 def median(values: Iterable[float]) -> float:
     """Median, where infinity stands for 'never happened' (so a median of mostly-never is never)."""
     return statistics.median(list(values))
-
-
-def fmt(value: float, digits: int = 3) -> str:
-    """A number for a table cell: `digits` significant places, '—' for NaN."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)

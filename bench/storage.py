@@ -158,22 +158,22 @@ def fresh_database(admin_url: str) -> Iterator[str]:
 
 
 @contextmanager
-def storage_url(kind: str) -> Iterator[str | None]:
-    """The URL a run uses: a fresh file or database for every run; None for in-memory."""
+def storage_url(kind: str, servers: dict[str, str]) -> Iterator[str | None]:
+    """The URL a run uses: a fresh file or database (on `servers[kind]`) for every run; None for in-memory."""
     if kind == "inmemory":
         yield None
-    elif kind in SERVERS:
-        with fresh_database(SERVERS[kind]) as url:
+    elif kind in servers:
+        with fresh_database(servers[kind]) as url:
             yield url
     else:
         with tempfile.TemporaryDirectory(prefix="bench_storage_") as folder:
             yield f"sqlite:///{folder}/study.db" if kind == "sqlite" else f"{folder}/study.log"
 
 
-def run(kind: str, n_workers: int, n_trials: int, steps: int) -> RunResult:
+def run(kind: str, n_workers: int, n_trials: int, steps: int, servers: dict[str, str]) -> RunResult:
     """One storage with `n_workers` spawned processes that start at one barrier."""
     context = multiprocessing.get_context("spawn")
-    with storage_url(kind) as url:
+    with storage_url(kind, servers) as url:
         if url is not None:  # create the schema and the study once, so workers only join it
             optuna.create_study(study_name=STUDY, storage=open_storage(url), direction=DIRECTION)
         barrier, queue = context.Barrier(n_workers), context.Queue()
@@ -235,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storages", default=",".join(STORAGES), help=f"comma-separated, of {', '.join(STORAGES)}")
     parser.add_argument("--trials-per-worker", type=int, default=5, help="trials each worker runs (default 5)")
     parser.add_argument("--steps", type=int, default=100, help="steps reported per trial (default 100)")
+    for kind, url in SERVERS.items():
+        parser.add_argument(f"--{kind}-url", default=url, help=f"admin URL of the {kind} server (default {url})")
     add_output_args(parser)
     args = parser.parse_args(argv)
     if args.smoke:
@@ -244,12 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown storage {', '.join(sorted(unknown))}; known: {', '.join(STORAGES)}")
     machine = describe_machine()
+    servers = {kind: getattr(args, f"{kind}_url") for kind in SERVERS}
     runs = []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for kind in storages:
         for n_workers in [1] if kind == "inmemory" else worker_counts:  # in-memory storage lives in one process
             started = time.perf_counter()
-            runs.append(run(kind, n_workers, args.trials_per_worker, args.steps))
+            runs.append(run(kind, n_workers, args.trials_per_worker, args.steps, servers))
             print(f"  {kind} × {n_workers}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     body = "\n\n".join(
         [
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 table_rows(runs),
             ),
-            goal_line(runs),
+            f"- {goal_line(runs)}",
         ]
     )
     publish(args, "Storage: orchestration cost" + (" (smoke)" if args.smoke else ""), body, machine)

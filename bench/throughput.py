@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{8 if args.smoke else USERS_IMAGES} synthetic images (85/15 split), float32, "
             f"jit {'on' if trial_jit else 'off'}, batch {args.batch}:",
             trial_table(costs, trial_settings),
-            "\n".join(goal_lines(speeds, costs, args.size, args.base_filters)),
+            "\n".join(f"- {line}" for line in goal_lines(speeds, costs, args.size, args.base_filters)),
         ]
     )
     publish(args, f"Throughput ({keras.backend.backend()}{', smoke' if args.smoke else ''})", body, machine)
