@@ -36,11 +36,14 @@ class EpochHistory(keras.callbacks.Callback):
 
     def best(self, key: str = "val_jaccard") -> tuple[int, float]:
         """(epoch, value) of the highest finite `key` so far; (0, nan) before any."""
-        finite = [row for row in self.rows if math.isfinite(row[key])]
-        if not finite:
-            return 0, math.nan
-        top = max(finite, key=lambda row: row[key])
-        return int(top["epoch"]), top[key]
+        top = best_row(self.rows, key)
+        return (0, math.nan) if top is None else (int(top["epoch"]), top[key])
+
+
+def best_row(rows: list[dict[str, float]], key: str = "val_jaccard") -> dict[str, float] | None:
+    """The row with the highest finite `key` (the first of equals); None when no value is finite."""
+    finite = [row for row in rows if math.isfinite(row[key])]
+    return max(finite, key=lambda row: row[key]) if finite else None
 
 
 def current_learning_rate(model: keras.Model) -> float:

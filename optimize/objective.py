@@ -19,7 +19,7 @@ import optuna
 
 from .config import ParamSpec, StudyConfig
 from .faults import is_out_of_memory, smaller_micro_batch
-from .history import HISTORY_COLUMNS, EpochHistory
+from .history import HISTORY_COLUMNS, EpochHistory, best_row
 from .interrupt import Interrupted
 from .pruning import ReportToTrial, TrialPruned
 from .settings import TrainSettings
@@ -152,11 +152,8 @@ def history_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
     """Best epoch, epochs run, stability (std of val loss over the last epochs) and train–val gap."""
     if not rows:
         return {"epochs_run": 0}
-    val_jaccard = np.array([row["val_jaccard"] for row in rows], dtype=float)
-    finite = np.isfinite(val_jaccard)
-    best_index = int(np.nanargmax(np.where(finite, val_jaccard, -np.inf))) if finite.any() else len(rows) - 1
+    best = best_row(rows) or rows[-1]
     last_val_losses = np.array([row["val_loss"] for row in rows[-STABILITY_EPOCHS:]], dtype=float)
-    best = rows[best_index]
     return {
         "epochs_run": len(rows),
         "best_epoch": int(best["epoch"]),

@@ -9,7 +9,7 @@ import math
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -36,7 +36,6 @@ class TrainResult:
     param_count: int
     train_seconds: float
     diverged: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def train(
