@@ -213,7 +213,8 @@ def goal_lines(speeds: list[Speed], costs: TrialCosts, size: int, base_filters: 
     if size == 512 and base_filters == 64 and on_gpu() and unet:
         lines.append(f"{goal}: {'✓' if max(unet) >= GOAL_IMAGES_PER_SECOND else '✗'} (best {max(unet):.0f} img/s)")
     else:
-        lines.append(f"{goal}: not measured here (this run: {size}², base {base_filters}, GPU {on_gpu()})")
+        measured = f"{size}², base {base_filters}, GPU {on_gpu()}" + ("" if unet else ", no U-Net")
+        lines.append(f"{goal}: not measured here (this run: {measured})")
     return lines
 
 
@@ -237,6 +238,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="auto",
         help="jit_compile of the real train() run; auto: on under JAX (off runs op by op), else off (the default)",
     )
+    parser.add_argument("--trial-precision", default="float32", help="precision of the real train() run")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak (default: H100 bf16 or CPU)")
     add_output_args(parser)
     args = parser.parse_args(argv)
@@ -269,10 +271,16 @@ def main(argv: list[str] | None = None) -> int:
                     speeds.append(measure_speed(settings, batch, args.steps, args.repeats))
                 except Exception as error:  # noqa: BLE001 - a setting the backend cannot run is a result too
                     speeds.append(Speed(settings, *[float("nan")] * 4, error=f"{type(error).__name__}: {error}"[:120]))
-                print(f"  {architecture} {precision} jit {jit}: done", file=sys.stderr, flush=True)
+                last = speeds[-1]
+                result = last.error or f"{last.images_per_second:.1f} img/s, 1st epoch {last.first_epoch_seconds:.1f} s"
+                print(f"  {architecture} {precision} jit {jit}: {result}", file=sys.stderr, flush=True)
     trial_jit = args.trial_jit == "on" or (args.trial_jit == "auto" and keras.backend.backend() == "jax")
     trial_settings = base.replace(
-        max_epochs=args.trial_epochs, patience=args.trial_epochs, augment=True, jit_compile=trial_jit
+        max_epochs=args.trial_epochs,
+        patience=args.trial_epochs,
+        augment=True,
+        jit_compile=trial_jit,
+        precision=args.trial_precision,
     )
     costs = measure_trial(trial_settings, args.size, 8 if args.smoke else USERS_IMAGES)
     unet_gflop = forward_flops(models.build("unet", (args.size, args.size, 1), args.base_filters, args.depth)) / 1e9
@@ -305,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             if relative_rows(speeds)
             else "(no other setting measured)",
             f"One real trial: `optimize.train.train` of the U-Net for {args.trial_epochs} epochs on "
-            f"{8 if args.smoke else USERS_IMAGES} synthetic images (85/15 split), float32, "
+            f"{8 if args.smoke else USERS_IMAGES} synthetic images (85/15 split), {args.trial_precision}, "
             f"jit {'on' if trial_jit else 'off'}, batch {args.batch}:",
             trial_table(costs, trial_settings),
             "\n".join(f"- {line}" for line in goal_lines(speeds, costs, args.size, args.base_filters)),

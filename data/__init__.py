@@ -1,6 +1,6 @@
 """Microbead data: loading a user's folders, synthetic beads, statistics, the split and training batches."""
 
-from data._batches import TrainingBatches
+from data._batches import TrainingBatches, epoch_images
 from data._errors import DataError
 from data._loader import IMAGE_EXTENSIONS, load_dataset
 from data._split import stratified_split
@@ -12,6 +12,7 @@ __all__ = [
     "DataError",
     "TrainingBatches",
     "dataset_stats",
+    "epoch_images",
     "format_stats_table",
     "load_dataset",
     "make_microbeads",

@@ -14,7 +14,9 @@ class TrainingBatches(keras.utils.PyDataset):
     Augmentation applies one of the 8 flips/rotations of the square (4 flips/180-degree
     rotations for non-square images) to each image and the same one to its mask. Order and
     transforms depend only on (seed, epoch, batch index), so batches are reproducible whichever
-    worker computes them. `pydataset_kwargs` (`workers`, `max_queue_size`, ...) go to PyDataset.
+    worker computes them. `drop_remainder` leaves out the last, smaller batch (different samples
+    each epoch) so that every step has one shape: a compiled (XLA) step is compiled again for each
+    new shape. `pydataset_kwargs` (`workers`, `max_queue_size`, ...) go to PyDataset.
     """
 
     def __init__(
@@ -25,6 +27,7 @@ class TrainingBatches(keras.utils.PyDataset):
         *,
         augment: bool = True,
         shuffle: bool = True,
+        drop_remainder: bool = False,
         seed: int = 0,
         **pydataset_kwargs,
     ) -> None:
@@ -38,6 +41,7 @@ class TrainingBatches(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.augment = augment
         self.shuffle = shuffle
+        self.drop_remainder = drop_remainder
         self.seed = seed
         self.epoch = 0
         self._order = self._epoch_order()
@@ -45,7 +49,7 @@ class TrainingBatches(keras.utils.PyDataset):
         self._transforms = np.arange(8) if height == width else np.array([0, 2, 4, 6])
 
     def __len__(self) -> int:
-        return math.ceil(len(self.images) / self.batch_size)
+        return math.ceil(epoch_images(len(self.images), self.batch_size, self.drop_remainder) / self.batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < len(self):
@@ -66,6 +70,14 @@ class TrainingBatches(keras.utils.PyDataset):
         if not self.shuffle:
             return np.arange(len(self.images))
         return np.random.default_rng((self.seed, self.epoch)).permutation(len(self.images))
+
+
+def epoch_images(n_images: int, batch_size: int, drop_remainder: bool) -> int:
+    """Images one epoch trains on: all of them, or only full batches when the remainder is dropped
+    (all of them when there are fewer than one batch)."""
+    if drop_remainder and n_images >= batch_size:
+        return n_images - n_images % batch_size
+    return n_images
 
 
 def _dihedral(batch: np.ndarray, transforms: np.ndarray) -> np.ndarray:

@@ -62,10 +62,12 @@ def attention_gate(skip: keras.KerasTensor, gating: keras.KerasTensor) -> keras.
     """Additive attention gate (Oktay et al. 2018) weighting ``skip`` by a map computed with ``gating``.
 
     ``gating`` is the coarser decoder feature (half the spatial size of ``skip``); the per-pixel
-    coefficients are computed at that resolution and upsampled back onto the skip connection.
+    coefficients are computed at that resolution and upsampled back onto the skip connection. As in
+    the paper, the intermediate width is half the skip's channels and the skip is brought to the
+    gating resolution by a 2x2 convolution with stride 2, which sees every skip pixel.
     """
-    inter = skip.shape[-1]
-    theta_x = layers.Conv2D(inter, 1, strides=2, padding="same", use_bias=False)(skip)
+    inter = max(skip.shape[-1] // 2, 1)
+    theta_x = layers.Conv2D(inter, 2, strides=2, padding="same", use_bias=False)(skip)
     phi_g = layers.Conv2D(inter, 1, padding="same")(gating)
     f = layers.ReLU()(layers.Add()([theta_x, phi_g]))
     psi = layers.Conv2D(1, 1, padding="same", activation="sigmoid")(f)

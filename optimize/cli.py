@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="sampler seed (each worker uses seed + rank)")
     run.add_argument("--data", help="folder with images/ and masks/, instead of the config's data")
     run.add_argument("--verbose", action="store_true", help="Keras' per-epoch output and Optuna's logs")
+    run.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        help="JAX backend: keep compiled steps here for later trials and workers "
+        "(default: $OPTIMIZE_COMPILE_CACHE, else studies/.compile_cache; 'off' disables)",
+    )
     run.add_argument("--gpus", help="one worker process per GPU: 0,1,2,3 or all-visible")
     run.add_argument("--workers", type=positive_int, help="N worker processes without GPU pinning")
     run.add_argument("--trials-per-gpu", type=positive_int, default=1, help="workers sharing each GPU (default 1)")
@@ -98,6 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         data=args.data,
         verbose=args.verbose,
+        compile_cache=args.compile_cache,
         rank=args.rank,
         n_workers=args.n_workers,
     )
@@ -184,8 +191,14 @@ def positive_int(text: str) -> int:
 
 
 def quiet_libraries(verbose: bool) -> None:
-    """TensorFlow's C++ logs and Optuna's per-trial INFO lines off unless `--verbose`."""
+    """TensorFlow's C++ logs and Optuna's per-trial INFO lines off unless `--verbose`.
+
+    TensorFlow's oneDNN CPU kernels are off too (`TF_ENABLE_ONEDNN_OPTS=1` turns them on): on
+    AVX-512 CPUs they print start-up lines that no log level hides, and one of their convolution
+    gradients crashed the process (double free). GPUs do not use them.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import warnings
 

@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import optuna
 
+from data import epoch_images
+
 from .config import ParamSpec, StudyConfig
 from .faults import is_out_of_memory, smaller_micro_batch
 from .history import HISTORY_COLUMNS, EpochHistory, best_row
@@ -110,6 +112,9 @@ class Objective:
             summary.update(
                 micro_batch_size=settings.micro_batch_size,
                 gradient_accumulation_steps=settings.gradient_accumulation_steps,
+                images_per_epoch=epoch_images(
+                    len(self.train_data[0]), settings.micro_batch_size, settings.drop_remainder
+                ),
             )
             try:
                 extra = self.callbacks(trial, settings) if self.callbacks else []

@@ -9,6 +9,7 @@ from typing import TextIO
 
 import optuna
 
+from .compile_cache import enable_compile_cache, resolve_cache_dir
 from .config import StudyConfig, load_config
 from .dataset import load_study_data
 from .faults import oom_injection
@@ -34,6 +35,7 @@ class RunOptions:
     seed: int | None = None
     data: str | None = None
     verbose: bool = False
+    compile_cache: str | None = None
     rank: int = 0
     n_workers: int = 1
 
@@ -45,6 +47,7 @@ class RunOptions:
             ("--storage", self.storage),
             ("--seed", self.seed),
             ("--data", self.data),
+            ("--compile-cache", self.compile_cache),
         ):
             if value is not None:
                 args += [flag, str(value)]
@@ -60,6 +63,7 @@ def run_worker(options: RunOptions, stream: TextIO | None = None) -> int:
 def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> int:
     """The body of `run_worker`, with the signal watch installed."""
     config = with_seed(load_config(options.study), options.seed)
+    cache_dir = enable_compile_cache(resolve_cache_dir(options.compile_cache))
     data = load_study_data(config, options.data)
     url = resolve_url(config.name, options.storage)
     storage = open_storage(url, None if is_journal(url) else config.faults)
@@ -67,6 +71,8 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> in
     record_study_attrs(study, config, data.stats)
     enqueue_known(study, config)
     print_header(study, config, data.stats, url, stream)
+    if cache_dir is not None:
+        print(f"cache {cache_dir} (compiled training steps, shared by workers)", file=stream)
     max_trials = config.budget.max_trials
     if budget_reached(study, max_trials):
         print(

@@ -38,6 +38,7 @@ class TrainSettings:
     max_epochs: int = 100
     patience: int = 30
     augment: bool = True
+    drop_remainder: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -62,6 +62,7 @@ def train(
             *train_data,
             settings.micro_batch_size,
             augment=settings.augment,
+            drop_remainder=settings.drop_remainder,
             seed=settings.seed,
         )
         model.compile(

@@ -14,6 +14,7 @@ from data import (
     DataError,
     TrainingBatches,
     dataset_stats,
+    epoch_images,
     format_stats_table,
     load_dataset,
     make_microbeads,
@@ -434,6 +435,31 @@ def test_batches_have_the_right_shapes_and_length():
     assert all(x.dtype == y.dtype == np.float32 for x, y in all_batches(batches))
     with pytest.raises(IndexError):
         batches[3]
+
+
+def test_dropping_the_remainder_keeps_one_batch_shape_and_varies_the_left_out_samples():
+    ids = np.arange(10, dtype=np.float32)[:, None, None, None] * np.ones((1, 8, 8, 1), np.float32)
+    batches = TrainingBatches(ids, ids, 4, drop_remainder=True, seed=0)
+
+    left_out = []
+    for _ in range(4):
+        assert len(batches) == 2
+        assert [x.shape for x, _ in all_batches(batches)] == [(4, 8, 8, 1)] * 2
+        seen = np.concatenate([x[:, 0, 0, 0] for x, _ in all_batches(batches)])
+        assert len(set(seen)) == 8
+        left_out.append(frozenset(set(range(10)) - set(seen)))
+        batches.on_epoch_end()
+    assert len(set(left_out)) > 1
+
+
+@pytest.mark.parametrize(
+    ("n_images", "batch_size", "drop_remainder", "expected"),
+    [(10, 4, False, 10), (10, 4, True, 8), (8, 4, True, 8), (3, 4, True, 3), (73, 16, True, 64)],
+)
+def test_epoch_images(n_images, batch_size, drop_remainder, expected):
+    assert epoch_images(n_images, batch_size, drop_remainder) == expected
+    batches = TrainingBatches(*random_pairs(n_images), batch_size, drop_remainder=drop_remainder)
+    assert sum(len(x) for x, _ in all_batches(batches)) == expected
 
 
 @pytest.mark.parametrize("shape", [(16, 16), (16, 24)])

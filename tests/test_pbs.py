@@ -150,7 +150,7 @@ def test_worker_reads_url_file_and_execs_optimize(tmp_path):
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert f"pid={process.pid}" in out  # exec: PBS's SIGTERM reaches optimize itself
-    assert "args=run --study tiny --n-trials 2 --gpus all-visible --trials-per-gpu 1 --seed 3005" in out
+    assert "args=run --study tiny --n-trials 2 --gpus all-visible --trials-per-gpu 2 --seed 3005" in out
     assert f"storage={url}" in out
     assert "optimize:***@db-node" in out and out.count("s3cret") == 1  # printed only by the stub
 

@@ -146,6 +146,10 @@ def test_out_of_memory_halves_the_micro_batch(studies, monkeypatch, capsys):
     assert trial.user_attrs["oom_micro_batches"] == [8, 4]
     assert trial.user_attrs["micro_batch_size"] == 2
     assert trial.user_attrs["gradient_accumulation_steps"] == 4  # effective batch still 8
+    n_train = optuna.load_study(study_name="tiny", storage=f"sqlite:///{studies / 'tiny.db'}").user_attrs["data_stats"][
+        "n_train"
+    ]
+    assert trial.user_attrs["images_per_epoch"] == n_train - n_train % 2  # full micro-batches only
 
 
 def test_unfittable_trial_ends_oom_and_the_worker_goes_on(studies, monkeypatch, capsys):

@@ -1,0 +1,81 @@
+"""The JAX compile cache: where it lives, that `optimize run` passes it to workers, and that JAX really writes it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from optimize.compile_cache import enable_compile_cache, resolve_cache_dir
+from optimize.errors import UserError
+from optimize.run import RunOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_option_then_environment_then_studies_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPTIMIZE_STUDIES_DIR", str(tmp_path / "studies"))
+    monkeypatch.delenv("OPTIMIZE_COMPILE_CACHE", raising=False)
+    assert resolve_cache_dir(None) == tmp_path / "studies" / ".compile_cache"
+    monkeypatch.setenv("OPTIMIZE_COMPILE_CACHE", str(tmp_path / "shared"))
+    assert resolve_cache_dir(None) == tmp_path / "shared"
+    assert resolve_cache_dir(str(tmp_path / "mine")) == tmp_path / "mine"
+    assert resolve_cache_dir("off") is None
+    monkeypatch.setenv("OPTIMIZE_COMPILE_CACHE", "off")
+    assert resolve_cache_dir(None) is None
+
+
+def test_other_backends_and_off_leave_everything_alone(tmp_path):
+    assert enable_compile_cache(tmp_path / "cache", backend="tensorflow") is None
+    assert enable_compile_cache(None, backend="jax") is None
+    assert not (tmp_path / "cache").exists()
+
+
+def test_an_unusable_folder_is_a_one_line_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(UserError, match=r"compile cache .*file/cache: cannot create the folder"):
+        enable_compile_cache(tmp_path / "file" / "cache", backend="jax")
+
+
+def test_workers_get_the_cache_option():
+    options = RunOptions(study="demo", compile_cache="/scratch/cache")
+    args = options.worker_args()
+    assert args[args.index("--compile-cache") + 1] == "/scratch/cache"
+    assert "--compile-cache" not in RunOptions(study="demo").worker_args()
+
+
+def test_a_second_process_loads_the_compiled_program_from_the_cache(tmp_path):
+    """Two fresh processes compile the same jitted function; the second one hits the cache on disk."""
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        os.environ["KERAS_BACKEND"] = "jax"
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        import jax, jax.numpy as jnp
+        from jax._src import monitoring
+        from optimize.compile_cache import enable_compile_cache
+
+        enable_compile_cache(Path(sys.argv[1]))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        hits = []
+        monitoring.register_event_listener(
+            lambda event, **kwargs: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None
+        )
+        jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((64, 64))).block_until_ready()
+        print("hits", len(hits))
+        """
+    )
+    cache = tmp_path / "cache"
+    outputs = [
+        subprocess.run([sys.executable, "-c", script, str(cache)], capture_output=True, text=True, timeout=120)
+        for _ in range(2)
+    ]
+    for output in outputs:
+        assert output.returncode == 0, output.stderr[-2000:]
+    first, second = (int(output.stdout.split("hits")[-1]) for output in outputs)
+    assert first == 0 and second >= 1
+    assert any(cache.iterdir())
