@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 
 from .errors import UserError
@@ -191,14 +193,10 @@ def positive_int(text: str) -> int:
 
 
 def quiet_libraries(verbose: bool) -> None:
-    """TensorFlow's C++ logs and Optuna's per-trial INFO lines off unless `--verbose`.
-
-    TensorFlow's oneDNN CPU kernels are off too (`TF_ENABLE_ONEDNN_OPTS=1` turns them on): on
-    AVX-512 CPUs they print start-up lines that no log level hides, and one of their convolution
-    gradients crashed the process (double free). GPUs do not use them.
-    """
+    """TensorFlow's C++ logs and Optuna's per-trial INFO lines off unless `--verbose`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    if not verbose:
+        import_quietly("keras")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import warnings
 
@@ -206,3 +204,25 @@ def quiet_libraries(verbose: bool) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def import_quietly(module: str) -> None:
+    """Import `module` with the process's stderr (file descriptor 2) held in a temporary file.
+
+    Importing TensorFlow prints start-up lines from C++ (oneDNN on AVX-512 CPUs, CPU features)
+    before any log level applies; they would bury a one-line error. Replayed if the import fails.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            importlib.import_module(module)
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # as the CLI does (optimize.cli.quiet_libraries)
 
 ROOT = Path(__file__).resolve().parent.parent
 OPTIMIZE = str(Path(sys.executable).parent / "optimize")

@@ -128,3 +128,17 @@ def test_bad_input_is_one_line_and_nonzero(studies, args, message):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert re.search(message, lines[0]), lines[0]
+
+
+def test_library_start_up_noise_is_hidden_but_replayed_when_the_import_fails(tmp_path, monkeypatch, capfd):
+    from optimize.cli import import_quietly
+
+    (tmp_path / "noisy_ok.py").write_text("import os\nos.write(2, b'I0000 start-up line from C++\\n')\n")
+    (tmp_path / "noisy_bad.py").write_text("import os\nos.write(2, b'why it broke\\n')\nraise ImportError('broken')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    import_quietly("noisy_ok")
+    assert capfd.readouterr().err == ""
+    with pytest.raises(ImportError, match="broken"):
+        import_quietly("noisy_bad")
+    assert "why it broke" in capfd.readouterr().err
