@@ -146,3 +146,13 @@ def publish(args: argparse.Namespace, title: str, body: str, machine: str) -> No
 def median(values: Iterable[float]) -> float:
     """Median, where infinity stands for 'never happened' (so a median of mostly-never is never)."""
     return statistics.median(list(values))
+
+
+def later_epoch(epoch_seconds: Sequence[float]) -> float:
+    """Median epoch after the first (NaN with a single epoch): a trial's steady epoch time."""
+    return statistics.median(epoch_seconds[1:]) if len(epoch_seconds) > 1 else math.nan
+
+
+def first_epoch_extra(epoch_seconds: Sequence[float]) -> float:
+    """First epoch − median later epoch: tracing, compilation and autotuning of a trial."""
+    return epoch_seconds[0] - later_epoch(epoch_seconds)

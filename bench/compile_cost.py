@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,15 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from _common import add_output_args, describe_machine, gpu_names, markdown_table, publish  # noqa: E402
+from _common import (  # noqa: E402
+    add_output_args,
+    describe_machine,
+    first_epoch_extra,
+    gpu_names,
+    later_epoch,
+    markdown_table,
+    publish,
+)
 
 SCENARIOS = (
     ("cache off, new worker", False, ("A", "B")),
@@ -83,9 +90,10 @@ def child(args: argparse.Namespace) -> None:
 
 def run_scenario(args: argparse.Namespace, label: str, cache_dir: Path | None, trials: tuple[str, ...]) -> list[dict]:
     command = [sys.executable, __file__, "--child", "--trials", ",".join(trials)]
-    command += [f"--{key.replace('_', '-')}={getattr(args, key)}" for key in ("size", "base_filters", "depth")]
-    command += [f"--batch={args.batch}", f"--precision={args.precision}", f"--epochs={args.epochs}"]
-    command += [f"--images={args.images}"] + (["--smoke"] if args.smoke else [])
+    for key in ("size", "base_filters", "depth", "batch", "precision", "epochs", "images"):
+        command.append(f"--{key.replace('_', '-')}={getattr(args, key)}")
+    if args.smoke:
+        command.append("--smoke")
     if cache_dir is not None:
         command += ["--cache-dir", str(cache_dir)]
     print(f"--- {label}: trials {', '.join(trials)}", file=sys.stderr, flush=True)
@@ -104,13 +112,12 @@ def table_rows(results: list[dict]) -> list[list[str]]:
     rows = []
     for result in results:
         epochs = result["epochs"]
-        steady = statistics.median(epochs[1:]) if len(epochs) > 1 else float("nan")
         rows.append(
             [
                 result["scenario"],
                 result["trial"],
-                f"{epochs[0] - steady:.1f}",
-                f"{steady:.2f}",
+                f"{first_epoch_extra(epochs):.1f}",
+                f"{later_epoch(epochs):.2f}",
                 f"{result['outside']:.1f}",
                 f"{result['wall']:.1f}",
                 f"{result['process']:.1f}",

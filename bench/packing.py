@@ -26,7 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
-from _common import BENCH_DIR, add_output_args, describe_machine, gpu_names, markdown_table, publish
+from _common import (
+    BENCH_DIR,
+    add_output_args,
+    describe_machine,
+    first_epoch_extra,
+    gpu_names,
+    later_epoch,
+    markdown_table,
+    publish,
+)
 from optuna.trial import TrialState
 
 from optimize.config import load_config
@@ -111,8 +120,13 @@ class PackingRun:
         return [t for t in self.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
     @property
+    def trained(self) -> list[optuna.trial.FrozenTrial]:
+        """Finished trials that stored their per-epoch history."""
+        return [t for t in self.finished if t.user_attrs.get("history")]
+
+    @property
     def epoch_seconds(self) -> list[list[float]]:
-        return [t.user_attrs["history"]["seconds"] for t in self.finished if t.user_attrs.get("history")]
+        return [t.user_attrs["history"]["seconds"] for t in self.trained]
 
     @property
     def epochs(self) -> int:
@@ -123,8 +137,7 @@ class PackingRun:
         """Epochs × the images each epoch trained on (full batches only, unless the remainder is kept)."""
         return sum(
             len(t.user_attrs["history"]["seconds"]) * t.user_attrs.get("images_per_epoch", self.n_train)
-            for t in self.finished
-            if t.user_attrs.get("history")
+            for t in self.trained
         )
 
     @property
@@ -133,11 +146,11 @@ class PackingRun:
 
     def median_first_epoch_extra(self) -> float:
         """Median over trials of first epoch − median later epoch: compilation and autotuning."""
-        extras = [s[0] - statistics.median(s[1:]) for s in self.epoch_seconds if len(s) > 1]
+        extras = [first_epoch_extra(s) for s in self.epoch_seconds if len(s) > 1]
         return statistics.median(extras) if extras else float("nan")
 
     def median_steady_epoch(self) -> float:
-        later = [statistics.median(s[1:]) for s in self.epoch_seconds if len(s) > 1]
+        later = [later_epoch(s) for s in self.epoch_seconds if len(s) > 1]
         return statistics.median(later) if later else float("nan")
 
     def median_trial_seconds(self) -> float:

@@ -26,7 +26,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import add_output_args, cpu_model, describe_machine, gpu_names, markdown_table, publish  # noqa: E402
+from _common import (  # noqa: E402
+    add_output_args,
+    cpu_model,
+    describe_machine,
+    first_epoch_extra,
+    gpu_names,
+    markdown_table,
+    publish,
+)
 from flops import TRAIN_FACTOR, forward_flops  # noqa: E402
 
 import losses  # noqa: E402
@@ -175,7 +183,7 @@ class TrialCosts:
 
     @property
     def first_epoch_extra(self) -> float:
-        return self.epoch_seconds[0] - statistics.median(self.epoch_seconds[1:] or self.epoch_seconds)
+        return first_epoch_extra(self.epoch_seconds)
 
 
 def measure_trial(settings: TrainSettings, size: int, n_images: int) -> TrialCosts:

@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .progress import format_params
+from .study import budget_used
 
 RECENT_REASONS = 10
 
@@ -21,8 +22,7 @@ def status_text(study: optuna.Study) -> str:
     lines.append("  " + "  ".join(f"{state.name} {counts.get(state, 0)}" for state in TrialState))
     max_trials = study.user_attrs.get("max_trials")
     if max_trials:
-        used = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] + counts[TrialState.RUNNING]
-        lines.append(f"  budget: {used} of {max_trials} trials (COMPLETE + PRUNED + RUNNING)")
+        lines.append(f"  budget: {budget_used(study)} of {max_trials} trials (COMPLETE + PRUNED + RUNNING)")
     complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
     if complete:
         best = study.best_trial
