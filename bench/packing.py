@@ -161,6 +161,7 @@ class PackingRun:
 def optimize_run(config: Path, url: str, cache: Path, extra: list[str]) -> list[str]:
     return [
         sys.executable,
+        "-P",
         "-m",
         "optimize",
         "run",
@@ -190,9 +191,12 @@ def run_setting(
     name = load_config(str(config)).name
     url = f"sqlite:///{folder / f'tpg{trials_per_gpu}.db'}"
     cache = folder / ("cache" if shared_cache else f"cache-tpg{trials_per_gpu}")
-    extra = ["--gpus", "0", "--trials-per-gpu", str(trials_per_gpu)]
+    # Without a GPU (the smoke run on a CPU) `--gpus 0` is refused: N workers share the CPU instead.
+    extra = (
+        ["--gpus", "0", "--trials-per-gpu", str(trials_per_gpu)] if gpu_names() else ["--workers", str(trials_per_gpu)]
+    )
     command = optimize_run(config, url, cache, extra + (["--timeout", str(timeout)] if timeout else []))
-    print(f"--- trials per GPU {trials_per_gpu}: {' '.join(command[2:])}", file=sys.stderr, flush=True)
+    print(f"--- trials per GPU {trials_per_gpu}: {' '.join(command[3:])}", file=sys.stderr, flush=True)
     with GpuSampler() as sampler:
         started = time.perf_counter()
         code = subprocess.run(command, stdout=sys.stderr, stderr=subprocess.STDOUT).returncode

@@ -3,30 +3,92 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import logging
+import math
 import os
+import re
+import signal
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
-from .errors import UserError
+from .config import MAX_SEED, MIN_SYNTHETIC_SIZE
+from .errors import UsageError, UserError
 
 DEFAULT_DASHBOARD_PORT = 8080
+PATH_ERROR_EXIT = 2
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+"""OS errors about the user's disk or permissions even when they name no file (a full disk while writing)."""
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    quiet_libraries(verbose=getattr(args, "verbose", False))
+    """Entry point of the console script; returns the exit code.
+
+    What a person can act on ends as one line on stderr: bad input (`UserError`), a file or folder
+    that cannot be read or written (exit 2), and a stop signal at any moment, even while Keras loads
+    (SIGINT exits 130, SIGTERM 143). Only a bug in our own code shows a traceback.
+    """
+    prog = "optimize"
     try:
-        return args.command(args) or 0
+        with sigterm_unwinds():
+            args = build_parser().parse_args(argv)
+            prog = f"optimize {args.name}"
+            if hasattr(args, "storage"):
+                check_storage_option(args)
+            quiet_libraries(verbose=getattr(args, "verbose", False))
+            return args.command(args) or 0
     except UserError as error:
-        print(f"optimize {args.name}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print(f"optimize {args.name}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        number = getattr(stop, "signal_number", signal.SIGINT)
+        print(f"{prog}: interrupted by {signal.Signals(number).name}", file=sys.stderr)
+        return 128 + number
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except OSError as error:
+        if error.filename is None and error.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        print(f"{prog}: error: {os_problem(error)}", file=sys.stderr)
+        return PATH_ERROR_EXIT
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job's walltime, `kill`), unwound like Ctrl-C so that the command ends with one line."""
+
+    signal_number = signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Within: SIGTERM raises `Terminated`, unless this process ignores or already handles SIGTERM.
+
+    `optimize run` installs its own handlers while trials run (see `optimize.interrupt`).
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(number: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def os_problem(error: OSError) -> str:
+    """One line for an OS error about a user's file or folder: the path(s) and the system's reason."""
+    paths = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+    return f"{paths}: {error.strerror}" if paths else str(error.strerror or error)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,9 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = command("run", cmd_run, "Create or join the study and run trials.")
     study_options(run)
     run.add_argument("--n-trials", type=positive_int, help="trials this process runs (default: until the budget)")
-    run.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    run.add_argument("--seed", type=int, help="sampler seed (each worker uses seed + rank)")
+    run.add_argument("--timeout", type=positive_seconds, help="stop starting trials after this many seconds")
+    run.add_argument("--seed", type=seed, help="sampler seed (each worker uses seed + rank)")
     run.add_argument("--data", help="folder with images/ and masks/, instead of the config's data")
+    run.add_argument(
+        "--new-study",
+        metavar="NAME",
+        type=new_study_name,
+        help="run the config's study under this new name, leaving the old study as it is "
+        "(same --storage, or studies/NAME.db by default); later commands take --study NAME",
+    )
     run.add_argument("--verbose", action="store_true", help="Keras' per-epoch output and Optuna's logs")
     run.add_argument(
         "--compile-cache",
@@ -61,10 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="JAX backend: keep compiled steps here for later trials and workers "
         "(default: $OPTIMIZE_COMPILE_CACHE, else studies/.compile_cache; 'off' disables)",
     )
-    run.add_argument("--gpus", help="one worker process per GPU: 0,1,2,3 or all-visible")
+    run.add_argument(
+        "--gpus",
+        type=gpu_selection,
+        help="one worker process per GPU: indices as CUDA_VISIBLE_DEVICES or nvidia-smi lists them (0,1,2,3), "
+        "or all-visible",
+    )
     run.add_argument("--workers", type=positive_int, help="N worker processes without GPU pinning")
-    run.add_argument("--trials-per-gpu", type=positive_int, default=1, help="workers sharing each GPU (default 1)")
-    run.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
+    run.add_argument("--trials-per-gpu", type=positive_int, help="workers sharing each GPU, with --gpus (default 1)")
+    run.add_argument("--rank", type=non_negative_int, default=0, help=argparse.SUPPRESS)
     run.add_argument("--n-workers", type=positive_int, default=1, help=argparse.SUPPRESS)
 
     export = command("export-best", cmd_export_best, "Write the best hyperparameters and every trial's history.")
@@ -78,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard = command("dashboard", cmd_dashboard, "Serve optuna-dashboard on the study's storage.")
     study_options(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1")
-    dashboard.add_argument("--port", type=int, default=DEFAULT_DASHBOARD_PORT)
+    dashboard.add_argument("--port", type=port, default=DEFAULT_DASHBOARD_PORT)
 
     status = command("status", cmd_status, "Trials per state, best so far and running trials.")
     study_options(status)
@@ -90,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     make = command("make-data", cmd_make_data, "Write a synthetic microbead data set as PNG files.")
     make.add_argument("--out", required=True, help="output folder (gets images/ and masks/)")
     make.add_argument("--n", type=positive_int, default=96, help="number of images (default 96)")
-    make.add_argument("--size", type=positive_int, default=256, help="image size in pixels (default 256)")
-    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--size", type=synthetic_size, default=256, help="image size in pixels (default 256)")
+    make.add_argument("--seed", type=seed, default=0)
     return parser
 
 
@@ -105,20 +179,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         storage=args.storage,
         seed=args.seed,
         data=args.data,
+        new_study=args.new_study,
         verbose=args.verbose,
         compile_cache=args.compile_cache,
         rank=args.rank,
         n_workers=args.n_workers,
     )
+    if args.gpus and args.workers:
+        raise UsageError("give either --gpus or --workers, not both")
+    if args.trials_per_gpu and not args.gpus:
+        raise UsageError(f"--trials-per-gpu {args.trials_per_gpu} needs --gpus; without GPUs use --workers N")
     if not args.gpus and (args.workers or 1) == 1:
         return run_worker(options)
-    from .workers import plan_workers, run_workers, visible_gpus
+    from .config import load_config
+    from .workers import plan_workers, run_workers
 
-    if args.gpus and args.workers:
-        raise UserError("give either --gpus or --workers, not both")
-    gpus = visible_gpus(args.gpus) if args.gpus else None
-    plan = plan_workers(gpus, args.workers, args.trials_per_gpu, args.n_trials)
-    return run_workers(options.worker_args(), plan, shared_gpu=args.trials_per_gpu > 1, stream=sys.stdout)
+    load_config(args.study)  # a config error ends the command here, once, not in every worker
+    trials_per_gpu = args.trials_per_gpu or 1
+    plan = plan_workers(args.gpus, args.workers, trials_per_gpu, args.n_trials)
+    if args.seed is not None and args.seed + len(plan) - 1 > MAX_SEED:
+        raise UsageError(
+            f"--seed {args.seed}: worker {len(plan) - 1} would use seed {args.seed + len(plan) - 1}, "
+            f"above {MAX_SEED}; use at most {MAX_SEED - len(plan) + 1}"
+        )
+    return run_workers(options.worker_args(), plan, shared_gpu=trials_per_gpu > 1, stream=sys.stdout)
 
 
 def cmd_export_best(args: argparse.Namespace) -> int:
@@ -176,20 +260,98 @@ def cmd_make_data(args: argparse.Namespace) -> int:
 
 
 def existing_study(args: argparse.Namespace):
-    """The study named by `--study` in the resolved storage, opened without heartbeats (read-mostly)."""
+    """The study named by `--study` in the resolved storage, opened read-only: these commands never write it."""
     from .storage import open_storage, resolve_url
     from .study import load_existing_study
 
-    name = args.study.removesuffix(".toml").rsplit("/", 1)[-1]
+    name = study_name(args)
     url = resolve_url(name, args.storage)
-    return load_existing_study(name, open_storage(url, create=False)), url
+    return load_existing_study(name, open_storage(url, read_only=True)), url
+
+
+def study_name(args: argparse.Namespace) -> str:
+    """The study name `--study` gives: NAME, or the stem of a path to NAME.toml."""
+    return args.study.removesuffix(".toml").rsplit("/", 1)[-1]
+
+
+def check_storage_option(args: argparse.Namespace) -> None:
+    """Refuse an unusable storage URL or path (`--storage`, `$OPTIMIZE_STORAGE`) before Keras and the data load."""
+    from .storage import check_url, resolve_url
+
+    check_url(resolve_url(study_name(args), args.storage))
+
+
+def new_study_name(text: str) -> str:
+    """A study name that `--study NAME` of later commands finds: letters, digits, '.', '_', '-', no path."""
+    if not STUDY_NAME.fullmatch(text) or text.endswith(".toml"):
+        raise argparse.ArgumentTypeError(
+            f"expected a study name of letters, digits, '.', '_' or '-' (not a path or .toml file), got {text!r}"
+        )
+    return text
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return bounded_int(text, 1, None, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return bounded_int(text, 0, None, "an integer >= 0")
+
+
+def seed(text: str) -> int:
+    """A seed numpy's generators take (each worker adds its rank; `cmd_run` checks the sum)."""
+    return bounded_int(text, 0, MAX_SEED, f"a seed in 0..{MAX_SEED}")
+
+
+def port(text: str) -> int:
+    return bounded_int(text, 1, 65535, "a TCP port in 1..65535")
+
+
+def synthetic_size(text: str) -> int:
+    return bounded_int(text, MIN_SYNTHETIC_SIZE, None, f"an image size of at least {MIN_SYNTHETIC_SIZE} px")
+
+
+def bounded_int(text: str, low: int, high: int | None, expected: str) -> int:
+    """`text` as an integer in low..high, or argparse's one-line error naming what was expected."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def gpu_selection(text: str) -> list[str]:
+    """The GPUs `--gpus` names: distinct indices like `0,1`, or `all-visible`; each must be visible to this
+    job, checked while parsing so that a typo never falls back to the CPU or starts a worker."""
+    from .workers import ALL_VISIBLE, choose_gpus
+
+    requested = None
+    if text != ALL_VISIBLE:
+        requested = [entry.strip() for entry in text.split(",")]
+        if not all(gpu.isascii() and gpu.isdigit() for gpu in requested):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a list of GPU indices like 0,1 (or {ALL_VISIBLE})")
+        requested = [str(int(gpu)) for gpu in requested]
+        for gpu in requested:
+            if requested.count(gpu) > 1:
+                raise argparse.ArgumentTypeError(
+                    f"GPU {gpu} is given twice in {text!r}; --trials-per-gpu N shares a GPU"
+                )
+    try:
+        return choose_gpus(requested)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def quiet_libraries(verbose: bool) -> None:
@@ -210,7 +372,8 @@ def import_quietly(module: str) -> None:
     """Import `module` with the process's stderr (file descriptor 2) held in a temporary file.
 
     Importing TensorFlow prints start-up lines from C++ (oneDNN on AVX-512 CPUs, CPU features)
-    before any log level applies; they would bury a one-line error. Replayed if the import fails.
+    before any log level applies; they would bury a one-line error. Replayed if the import fails
+    (not when it is interrupted: a signal then ends the command with one line).
     """
     sys.stderr.flush()
     saved = os.dup(2)
@@ -218,7 +381,7 @@ def import_quietly(module: str) -> None:
         os.dup2(captured.fileno(), 2)
         try:
             importlib.import_module(module)
-        except BaseException:
+        except Exception:
             os.dup2(saved, 2)
             captured.seek(0)
             sys.stderr.write(captured.read().decode(errors="replace"))

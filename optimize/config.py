@@ -19,6 +19,10 @@ from .errors import ConfigError
 from .settings import TrainSettings, field_names, field_types
 
 STUDIES_DIR_ENV = "OPTIMIZE_STUDIES_DIR"
+MAX_SEED = 2**32 - 1
+"""The largest seed numpy's and scikit-learn's generators take (seeds run from 0)."""
+MIN_SYNTHETIC_SIZE = 8
+"""The smallest synthetic image `data.make_microbeads` draws beads on."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,13 @@ class SyntheticData:
     n_images: int = 96
     size: int = 128
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_images < 2:
+            raise ValueError(f"n_images = {self.n_images} must be >= 2 (at least one image each to train and validate)")
+        if self.size < MIN_SYNTHETIC_SIZE:
+            raise ValueError(f"size = {self.size} must be >= {MIN_SYNTHETIC_SIZE}")
+        _check_seed("seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,9 @@ class DataConfig:
             raise ValueError("set exactly one of `dir` (a folder with images/ and masks/) or `[data.synthetic]`")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction = {self.val_fraction} must be in (0, 1)")
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"image_size = {self.image_size} must be >= 1")
+        _check_seed("split_seed", self.split_seed)
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,8 @@ class SamplerConfig:
         _check_choice("kind", self.kind, ("tpe", "random", "grid"))
         if self.n_startup_trials < 0:
             raise ValueError("n_startup_trials must be >= 0")
+        if self.seed is not None:
+            _check_seed("seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -94,15 +110,22 @@ class BudgetConfig:
 
 @dataclass(frozen=True)
 class FaultConfig:
-    """Crash recovery on database storage: heartbeats mark dead workers' trials FAIL, then retry them."""
+    """Crash recovery on database storage: heartbeats mark dead workers' trials FAIL, then retry them.
+
+    `reconnect_timeout`: seconds a worker keeps retrying while the database is unreachable (a restart,
+    a failover, a network cut) before it gives up with exit code 75.
+    """
 
     heartbeat_interval: int = 60
     grace_period: int | None = None
     max_retry: int = 2
+    reconnect_timeout: int = 600
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval < 1 or self.max_retry < 0:
             raise ValueError("need heartbeat_interval >= 1 and max_retry >= 0")
+        if self.reconnect_timeout < 1:
+            raise ValueError(f"reconnect_timeout = {self.reconnect_timeout} must be >= 1 (seconds)")
 
 
 @dataclass(frozen=True)
@@ -155,6 +178,42 @@ class StudyConfig:
             return None
         return (self.path.parent / os.path.expanduser(self.data.dir)).resolve()
 
+    def deepest(self) -> tuple[int, str]:
+        """The largest U-Net `depth` a trial can get, and the setting it comes from (for messages)."""
+        for param in self.search:
+            if param.name != "depth":
+                continue
+            if param.is_categorical:
+                return max(param.choices), f"[search] depth = {list(param.choices)}"
+            step = int(param.step or 1)
+            top = int(param.low + (param.high - param.low) // step * step)
+            return top, f"[search] depth up to {top}"
+        return self.training.depth, f"[training] depth = {self.training.depth}"
+
+    def image_size_problem(self, size: int) -> str | None:
+        """Why images `size` px across cannot pass through every U-Net of this study, or None when they can.
+
+        Each of `depth` levels halves the image with a 2x2 pooling, so the size must be a multiple of
+        2**depth (at least 2**depth) for the deepest model the search can build.
+        """
+        depth, source = self.deepest()
+        step = 2**depth
+        if size % step == 0:
+            return None
+        relation = "smaller than" if size < step else "not divisible by"
+        nearest = " or ".join(map(str, nearest_image_sizes(size, depth)))
+        return f"{relation} 2**depth = {step} ({source}); nearest valid: {nearest}"
+
+
+def nearest_image_sizes(size: int, depth: int) -> tuple[int, ...]:
+    """The valid image sizes (positive multiples of 2**depth) next to `size`: itself when valid, else one
+    below and one above (only above when `size` is smaller than 2**depth)."""
+    step = 2**depth
+    if size % step == 0 and size > 0:
+        return (size,)
+    below = size // step * step
+    return (below, below + step) if below > 0 else (step,)
+
 
 def studies_dir() -> Path:
     """Folder holding `NAME.toml` configs and, by default, the SQLite databases."""
@@ -196,7 +255,7 @@ def parse_config(table: dict[str, Any], *, path: Path, text: str = "") -> StudyC
     description = table.get("description", "")
     if not isinstance(description, str):
         raise ConfigError(f"{path}: description must be a string")
-    return StudyConfig(
+    config = StudyConfig(
         name=path.stem,
         path=path,
         text=text,
@@ -210,6 +269,21 @@ def parse_config(table: dict[str, Any], *, path: Path, text: str = "") -> StudyC
         faults=_build(FaultConfig, table.get("faults", {}), f"{path} [faults]"),
         enqueue=tuple(_enqueued(entry, search, base, path, i) for i, entry in enumerate(table.get("enqueue", []))),
     )
+    _check_image_sizes(config)
+    return config
+
+
+def _check_image_sizes(config: StudyConfig) -> None:
+    """Every image size the config states must fit the deepest U-Net it can build (folders without
+    `image_size` are checked when they load)."""
+    synthetic = config.data.synthetic
+    for key, size in (
+        ("[data] image_size", config.data.image_size),
+        ("[data.synthetic] size", synthetic and synthetic.size),
+    ):
+        problem = size and config.image_size_problem(size)
+        if problem:
+            raise ConfigError(f"{config.path} {key} = {size}: {problem}")
 
 
 def _build(cls: type, table: Any, where: str) -> Any:
@@ -311,6 +385,11 @@ def _reject_unknown(table: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - set(allowed))
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _check_seed(name: str, value: int) -> None:
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name} = {value} must be in 0..{MAX_SEED}")
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

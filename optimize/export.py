@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from .config import studies_dir
 from .errors import UserError
+from .outputs import make_output_folder
 from .results import history_frame, stored_config, trials_frame
 from .storage import redact, storage_kind
 from .study import package_versions
@@ -28,8 +29,8 @@ def export_best(study: optuna.Study, url: str, out_dir: str | Path | None = None
             if any(t.state == state for t in trials)
         )
         raise UserError(f"study {study.study_name!r} has no COMPLETE trial yet ({states or 'no trials'})")
-    out = Path(out_dir) if out_dir else studies_dir() / study.study_name / "export"
-    (out / "histories").mkdir(parents=True, exist_ok=True)
+    out = make_output_folder(Path(out_dir) if out_dir else studies_dir() / study.study_name / "export")
+    (out / "histories").mkdir(exist_ok=True)
 
     best = study.best_trial
     summary = {

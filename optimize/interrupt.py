@@ -1,8 +1,8 @@
 """SIGTERM and SIGINT (PBS walltime, Ctrl-C): stop at the next batch, hand the trial back, exit 143 / 130.
 
 The first signal asks the running trial to stop after its current batch; the objective then marks
-it FAIL with reason `interrupted` and enqueues its parameters again. A second signal, more than two
-seconds later, stops at once.
+it FAIL with reason `interrupted` and enqueues its parameters again. No new trial starts after it.
+A second signal, more than two seconds later, stops at once.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import signal
 import time
 
 import keras
+import optuna
+from optuna.trial import FrozenTrial
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 # PBS may signal a worker directly and through `optimize run --gpus` at once: that is one request.
@@ -52,20 +54,36 @@ class InterruptWatch:
         elif time.monotonic() - self.first_at > DUPLICATE_SECONDS:
             raise KeyboardInterrupt(f"second signal {signal.Signals(number).name}: stopping at once")
 
+    def raise_if_requested(self) -> None:
+        """Raise `Interrupted` once a signal has been received."""
+        if self.signal_number is not None:
+            raise Interrupted(f"signal {signal.Signals(self.signal_number).name}")
+
+    def stop_study(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """A `study.optimize` callback: start no new trial once a signal has been received."""
+        if self.signal_number is not None:
+            study.stop()
+
     def callback(self) -> keras.callbacks.Callback:
         """A Keras callback that raises `Interrupted` after the batch in which a signal arrived."""
         return StopOnSignal(self)
 
 
 class StopOnSignal(keras.callbacks.Callback):
-    """Raises `Interrupted` at the end of the batch during which the watch saw a signal."""
+    """Raises `Interrupted` at the end of the batch during which the watch saw a signal.
+
+    Also before the first batch, so a signal received while the model was built stops the trial
+    before its training step is compiled.
+    """
 
     def __init__(self, watch: InterruptWatch) -> None:
         super().__init__()
         self.watch = watch
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.watch.requested:
-            raise Interrupted(f"signal {signal.Signals(self.watch.signal_number).name}")
+        self.watch.raise_if_requested()
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.watch.raise_if_requested()
 
     on_test_batch_end = on_train_batch_end

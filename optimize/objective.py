@@ -1,7 +1,8 @@
 """The Optuna objective: suggest a configuration, train it, and store what happened with the trial.
 
 Whatever a trial's end (COMPLETE, PRUNED, FAIL), its per-epoch history, summary and reason are
-stored as trial user attrs, so the dashboard, `export-best` and other nodes see them.
+stored as trial user attrs, so the dashboard, `export-best` and other nodes see them. Storage calls
+survive a dropped database connection in the worker's storage (`optimize.resilient_storage`).
 """
 
 from __future__ import annotations
@@ -16,19 +17,36 @@ from typing import Any
 import keras
 import numpy as np
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 
 from data import epoch_images
 
 from .config import ParamSpec, StudyConfig
+from .errors import DatabaseUnreachable
 from .faults import is_out_of_memory, smaller_micro_batch
 from .history import HISTORY_COLUMNS, EpochHistory, best_row
 from .interrupt import Interrupted
 from .pruning import ReportToTrial, TrialPruned
+from .retries import requeue, retried_trial_number
 from .settings import TrainSettings
-from .storage import with_retry
 from .train import Arrays, TrainResult, train
 
 STABILITY_EPOCHS = 10
+
+
+class TrialAbandoned(BaseException):
+    """This worker leaves its trial without telling the study how it ended.
+
+    Raised when another worker already finished the trial (it marked it FAIL after this worker's
+    heartbeat went stale, and queued a retry), or when the database stayed unreachable past the
+    limit (`cause` is then `DatabaseUnreachable`; the trial stays RUNNING until it goes stale and is
+    retried). A `BaseException`, so that `study.optimize` neither records the trial nor catches it.
+    """
+
+    def __init__(self, number: int, cause: Exception) -> None:
+        super().__init__(f"trial {number}: {cause}")
+        self.number = number
+        self.cause = cause
 
 
 def suggest(trial: optuna.Trial, search: Sequence[ParamSpec]) -> dict[str, Any]:
@@ -47,7 +65,7 @@ def suggest(trial: optuna.Trial, search: Sequence[ParamSpec]) -> dict[str, Any]:
 
 
 class Objective:
-    """Callable for `study.optimize`: one trial = one `train()` run on the study's data."""
+    """Callable for `study.optimize`: one trial = one `train()` run on the study's data; counts the trials `started`."""
 
     def __init__(
         self,
@@ -65,13 +83,25 @@ class Objective:
         self.callbacks = callbacks
         self.verbose = verbose
         self.before_trial = before_trial
+        self.started = 0
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.started += 1
+        try:
+            return self.run(trial)
+        except (UpdateFinishedTrialError, DatabaseUnreachable) as error:
+            raise TrialAbandoned(trial.number, error) from None
+        finally:
+            release_memory()
+
+    def run(self, trial: optuna.Trial) -> float:
+        """Train the trial's configuration; return its best val Jaccard or raise `TrialPruned`."""
         if self.before_trial is not None:
             self.before_trial(trial)
         settings = self.config.training.replace(**suggest(trial, self.config.search))
         history = EpochHistory()
         summary: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}"}
+        trial.set_user_attr("worker", summary["worker"])  # at once: a trial whose worker dies names it
         retry_of = retried_trial_number(trial)
         if retry_of is not None:
             summary["retry_of"] = retry_of
@@ -98,7 +128,6 @@ class Objective:
         finally:
             summary.update(history_summary(history.rows))
             store_trial_attrs(trial, history.rows, summary)
-            release_memory()
 
     def train_within_memory(
         self, trial: optuna.Trial, settings: TrainSettings, history: EpochHistory, summary: dict[str, Any]
@@ -134,23 +163,9 @@ class Objective:
                 summary["oom_micro_batches"] = [*summary.get("oom_micro_batches", []), settings.micro_batch_size]
                 smaller = smaller_micro_batch(settings)
                 if smaller is None:
-                    with_retry(lambda: trial.set_constraint("oom", 1.0), "marking the trial infeasible")
+                    trial.set_constraint("oom", 1.0)
                     raise TrialPruned("oom") from error
                 settings = smaller
-
-
-def retried_trial_number(trial: optuna.Trial) -> int | None:
-    """The trial this one retries: a heartbeat-stale trial (Optuna's callback) or an interrupted one."""
-    failed = trial._cached_frozen_trial.system_attrs.get("failed_trial")
-    return failed if failed is not None else trial.user_attrs.get("requeued_from")
-
-
-def requeue(trial: optuna.Trial, reason: str) -> None:
-    """Queue the same parameters again for a live worker; the copy records which trial it repeats."""
-    with_retry(
-        lambda: trial.study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number, "requeued": reason}),
-        "re-queueing the trial",
-    )
 
 
 def history_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
@@ -175,10 +190,9 @@ def history_columns(rows: list[dict[str, float]]) -> dict[str, list]:
 
 
 def store_trial_attrs(trial: optuna.Trial, rows: list[dict[str, float]], summary: dict[str, Any]) -> None:
-    """Write the history and summary as user attrs, surviving a dropped database connection."""
-    attrs = {"history": history_columns(rows), **summary}
-    for key, value in attrs.items():
-        with_retry(lambda key=key, value=value: trial.set_user_attr(key, value), "storing trial results")
+    """Write the history and summary as user attrs."""
+    for key, value in {"history": history_columns(rows), **summary}.items():
+        trial.set_user_attr(key, value)
 
 
 def finite_or_none(value: float) -> float | None:

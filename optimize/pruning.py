@@ -1,8 +1,7 @@
 """Keras callback that reports validation Jaccard to the Optuna trial every epoch and prunes.
 
 Like `optuna_integration.KerasPruningCallback`, but steps are epochs counted from 1, a missing
-metric fails at once instead of silently never pruning, a NaN loss prunes with reason `nan`, and
-database calls survive a dropped connection.
+metric fails at once instead of silently never pruning, and a NaN loss prunes with reason `nan`.
 """
 
 from __future__ import annotations
@@ -11,8 +10,6 @@ import math
 
 import keras
 import optuna
-
-from .storage import with_retry
 
 
 class TrialPruned(optuna.TrialPruned):
@@ -40,6 +37,6 @@ class ReportToTrial(keras.callbacks.Callback):
         value = float(logs[self.monitor])
         if not (math.isfinite(loss) and math.isfinite(value)):
             raise TrialPruned("nan")
-        with_retry(lambda: self.trial.report(value, step), "reporting to the study")
-        if with_retry(self.trial.should_prune, "asking the pruner"):
+        self.trial.report(value, step)
+        if self.trial.should_prune():
             raise TrialPruned(f"pruned at epoch {step}")

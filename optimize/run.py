@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -14,10 +16,12 @@ from .config import StudyConfig, load_config
 from .dataset import load_study_data
 from .faults import oom_injection
 from .interrupt import InterruptWatch
-from .objective import Objective
+from .objective import Objective, TrialAbandoned
 from .progress import EpochProgress, format_params, print_trial
+from .resilient_storage import ResilientStorage, worker_storage
+from .retries import requeue
 from .storage import is_journal, open_storage, redact, resolve_url
-from .study import budget_reached, budget_used, enqueue_known, open_study, record_study_attrs, stop_at_budget
+from .study import budget_reached, budget_used, create_or_join, enqueue_known, record_study_attrs, stop_at_budget
 
 
 class BudgetReached(Exception):
@@ -34,6 +38,7 @@ class RunOptions:
     storage: str | None = None
     seed: int | None = None
     data: str | None = None
+    new_study: str | None = None
     verbose: bool = False
     compile_cache: str | None = None
     rank: int = 0
@@ -47,6 +52,7 @@ class RunOptions:
             ("--storage", self.storage),
             ("--seed", self.seed),
             ("--data", self.data),
+            ("--new-study", self.new_study),
             ("--compile-cache", self.compile_cache),
         ):
             if value is not None:
@@ -62,15 +68,21 @@ def run_worker(options: RunOptions, stream: TextIO | None = None) -> int:
 
 def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> int:
     """The body of `run_worker`, with the signal watch installed."""
-    config = with_seed(load_config(options.study), options.seed)
+    config = with_study_name(with_seed(load_config(options.study), options.seed), options.new_study)
     cache_dir = enable_compile_cache(resolve_cache_dir(options.compile_cache))
     data = load_study_data(config, options.data)
     url = resolve_url(config.name, options.storage)
     storage = open_storage(url, None if is_journal(url) else config.faults)
-    study = open_study(config, storage, rank=options.rank, n_workers=options.n_workers)
-    record_study_attrs(study, config, data.stats)
-    enqueue_known(study, config)
+    storage = worker_storage(storage, config.faults, url)
+    study, created = create_or_join(config, storage, rank=options.rank, n_workers=options.n_workers)
+    if created:
+        # Before the fingerprint, which joining workers wait for: they then find the queue filled.
+        enqueue_known(study, config)
+    joined = record_study_attrs(study, config, data, created=created)
+    if not created:
+        enqueue_known(study, config)
     print_header(study, config, data.stats, url, stream)
+    print(joined, file=stream)
     if cache_dir is not None:
         print(f"cache {cache_dir} (compiled training steps, shared by workers)", file=stream)
     max_trials = config.budget.max_trials
@@ -81,7 +93,13 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> in
         )
         return 0
 
-    def check_budget(trial: optuna.Trial) -> None:
+    def before_trial(trial: optuna.Trial) -> None:
+        if watch.requested:
+            # The signal came between trials: hand this one back before it trains.
+            trial.set_user_attr("reason", "interrupted")
+            requeue(trial, "interrupted")
+            study.stop()
+            watch.raise_if_requested()
         if budget_reached(study, max_trials, before_trial=trial.number):
             trial.set_user_attr("reason", "budget reached: not run")
             study.stop()
@@ -97,20 +115,27 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> in
             *oom_injection(settings),
         ],
         verbose=2 if options.verbose else 0,
-        before_trial=check_budget,
+        before_trial=before_trial,
     )
     try:
-        study.optimize(
+        optimize(
+            study,
             objective,
             n_trials=options.n_trials,
             timeout=options.timeout,
-            callbacks=[print_trial(stream), stop_at_budget(max_trials)],
-            catch=(Exception,),
-            gc_after_trial=True,
+            callbacks=[print_trial(stream), stop_at_budget(max_trials), watch.stop_study],
+            stopped=lambda: watch.requested,
+            stream=stream,
         )
     except KeyboardInterrupt:
         print("stopped at once by a second signal; trial marked FAIL", file=stream, flush=True)
         return watch.exit_code if watch.requested else 130
+    except Exception:
+        # Past `[faults] reconnect_timeout` every storage call fails; Optuna may have wrapped that failure
+        # in its own (it reads the trial back when its final write fails): report the cause.
+        if isinstance(storage, ResilientStorage) and storage.unreachable is not None:
+            raise storage.unreachable from None
+        raise
     if watch.requested:
         print(
             f"interrupted: the running trial was handed back to the study; exiting {watch.exit_code}",
@@ -122,11 +147,59 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> in
     return 0
 
 
+def optimize(
+    study: optuna.Study,
+    objective: Objective,
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
+    stopped: Callable[[], bool],
+    stream: TextIO,
+) -> None:
+    """`study.optimize` for `n_trials` trials or `timeout` seconds in all, going on after a trial it had to leave.
+
+    Such a trial (`TrialAbandoned`) was already failed and queued again by another worker, after this
+    worker's heartbeat could not be written for the grace period. When the database is gone for
+    good, `DatabaseUnreachable` is raised instead. Nothing starts once `stopped()` is true.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not stopped():
+        remaining_trials = None if n_trials is None else n_trials - objective.started
+        remaining_time = None if deadline is None else deadline - time.monotonic()
+        if remaining_trials == 0 or (remaining_time is not None and remaining_time <= 0):
+            return
+        try:
+            study.optimize(
+                objective,
+                n_trials=remaining_trials,
+                timeout=remaining_time,
+                callbacks=callbacks,
+                catch=(Exception,),
+                gc_after_trial=True,
+            )
+            return
+        except TrialAbandoned as abandoned:
+            if not isinstance(abandoned.cause, optuna.exceptions.UpdateFinishedTrialError):
+                raise abandoned.cause from None
+            print(
+                f"trial {abandoned.number} was failed by another worker while this one trained it (no heartbeat "
+                "within the grace period) and queued again; this worker goes on with the next trial",
+                file=stream,
+                flush=True,
+            )
+
+
 def with_seed(config: StudyConfig, seed: int | None) -> StudyConfig:
     """The config with `--seed` as the sampler seed, when given."""
     if seed is None:
         return config
     return dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, seed=seed))
+
+
+def with_study_name(config: StudyConfig, name: str | None) -> StudyConfig:
+    """The config's study under `--new-study NAME`, when given (a new study; the old one is left as it is)."""
+    return config if name is None else dataclasses.replace(config, name=name)
 
 
 def print_header(study: optuna.Study, config: StudyConfig, stats: dict, url: str, stream: TextIO) -> None:

@@ -8,6 +8,7 @@ rank, forwards SIGTERM/SIGINT, and exits non-zero when a worker failed.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,9 @@ import threading
 from dataclasses import dataclass
 from typing import TextIO
 
-from .errors import UserError
+from .errors import UsageError
+
+ALL_VISIBLE = "all-visible"
 
 
 @dataclass(frozen=True)
@@ -27,25 +30,52 @@ class WorkerSpec:
     n_trials: int | None
 
 
-def visible_gpus(spec: str) -> list[str]:
-    """GPU ids from `0,1,2`, or every GPU this job may use for `all-visible`."""
-    if spec != "all-visible":
-        gpus = [gpu.strip() for gpu in spec.split(",") if gpu.strip()]
-        if not gpus:
-            raise UserError(f"--gpus {spec!r}: expected a comma-separated list like 0,1 or all-visible")
-        return gpus
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        gpus = [gpu for gpu in visible.split(",") if gpu.strip()]
-    else:
-        try:
-            listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=True).stdout
-        except (OSError, subprocess.CalledProcessError):
-            listing = ""
-        gpus = [str(index) for index, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
-    if not gpus:
-        raise UserError("--gpus all-visible: no GPU is visible (CUDA_VISIBLE_DEVICES empty, nvidia-smi lists none)")
-    return gpus
+def choose_gpus(requested: list[str] | None) -> list[str]:
+    """The GPUs to pin workers to: the `requested` indices, each of which must be visible, or every
+    visible GPU for None (`all-visible`). Raises UsageError naming what is visible, or that nothing is."""
+    visible, source = visible_gpus()
+    if not visible:
+        wanted = f"GPU {requested[0]} is not visible" if requested else ALL_VISIBLE
+        raise UsageError(f"{wanted}: no GPU is visible ({source})")
+    if requested is None:
+        return visible
+    for gpu in requested:
+        if gpu not in visible:
+            hint = "" if all(name.isdigit() for name in visible) else f"; --gpus {ALL_VISIBLE} uses them all"
+            raise UsageError(f"GPU {gpu} is not visible; visible: {', '.join(visible)} ({source}){hint}")
+    return requested
+
+
+def visible_gpus() -> tuple[list[str], str]:
+    """The GPUs this job may use, and where that list comes from (for messages).
+
+    `CUDA_VISIBLE_DEVICES` when it is set: indices or GPU-/MIG- UUIDs, up to the first entry that is
+    neither (as CUDA reads it: `-1` or `NoDevFiles` hide every GPU); otherwise the GPU numbers that
+    `nvidia-smi -L` lists.
+    """
+    setting = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if setting is not None:
+        gpus = []
+        for entry in (entry.strip() for entry in setting.split(",")):
+            if entry.isascii() and entry.isdigit():
+                gpus.append(str(int(entry)))
+            elif entry.startswith(("GPU-", "MIG-")):
+                gpus.append(entry)
+            else:
+                break
+        return gpus, f"CUDA_VISIBLE_DEVICES={setting!r}"
+    unset = "CUDA_VISIBLE_DEVICES is not set and nvidia-smi"
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        return [], f"{unset} is not installed"
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return [], f"{unset} -L failed: {error}"
+    if listing.returncode != 0:
+        output = (listing.stderr or listing.stdout).strip().splitlines() or [f"exit code {listing.returncode}"]
+        return [], f"{unset} -L failed: {output[0]}"
+    gpus = re.findall(r"^GPU (\d+):", listing.stdout, flags=re.MULTILINE)
+    return gpus, "nvidia-smi -L" if gpus else f"{unset} -L lists none"
 
 
 def plan_workers(
@@ -82,6 +112,7 @@ def run_workers(worker_args: list[str], plan: list[WorkerSpec], shared_gpu: bool
     for spec in plan:
         command = [
             sys.executable,
+            "-P",
             "-m",
             "optimize",
             "run",

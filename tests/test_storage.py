@@ -125,7 +125,7 @@ def test_four_workers_on_sqlite_never_see_database_is_locked(tmp_path):
         process.start()
     from optuna_dashboard import wsgi
 
-    app = wsgi(open_storage(url, create=False))
+    app = wsgi(open_storage(url, read_only=True))
     barrier.wait()
     reads = 0
     while any(process.is_alive() for process in processes):

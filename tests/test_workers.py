@@ -93,7 +93,6 @@ def test_sigkill_trial_fails_after_grace_and_is_retried(postgres_url, tmp_path):
     victim.kill()
     victim.wait()
     killed = next(t for t in trials_of(postgres_url) if t.state == TrialState.RUNNING)
-    write_tiny_study(studies, max_trials=5, max_epochs=3, heartbeat=1, grace=4)
     time.sleep(5)
     survivor = start_worker(studies, "--storage", postgres_url, "--n-trials", "2", "--seed", "2")
     output, _ = survivor.communicate(timeout=300)
@@ -128,7 +127,6 @@ def test_sigterm_hands_the_trial_back(postgres_url, tmp_path):
     assert [t.state for t in requeued] == [TrialState.WAITING]
     assert requeued[0].system_attrs["fixed_params"] == interrupted.params
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    write_tiny_study(studies, max_trials=3, max_epochs=2)
     finisher = start_worker(studies, "--storage", postgres_url, "--n-trials", "2")
     output, _ = finisher.communicate(timeout=300)
     assert finisher.returncode == 0, output

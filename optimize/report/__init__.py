@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 
 from ..config import studies_dir
+from ..outputs import make_output_folder
 from ..storage import redact
 from ._render import Text, markdown, page, write_tables
 from ._sections import build_sections
@@ -25,7 +26,7 @@ def write_report(study: optuna.Study, url: str | None = None, out_dir: str | Pat
 
     `url` is the storage the study was read from, named (without password) in the report.
     """
-    out = Path(out_dir) if out_dir else studies_dir() / study.study_name / "report"
+    out = make_output_folder(Path(out_dir) if out_dir else studies_dir() / study.study_name / "report")
     data = study_data(study)
     sections = build_sections(study, data)
     title = f"Search report: study {study.study_name}"
@@ -33,7 +34,6 @@ def write_report(study: optuna.Study, url: str | None = None, out_dir: str | Pat
     sections[0].blocks.insert(
         0, Text(f"{len(data.trials)} trials read from `{redact(url) if url else 'memory'}` on {created}.")
     )
-    out.mkdir(parents=True, exist_ok=True)
     write_tables(sections, out / "tables")
     (out / "REPORT.md").write_text(markdown(title, sections), encoding="utf-8")
     (out / "report.html").write_text(page(title, sections), encoding="utf-8")

@@ -1,0 +1,29 @@
+"""Output folders of `export-best` and `report`: created, or refused in one line naming what is in the way."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import UsageError
+
+
+def make_output_folder(path: Path) -> Path:
+    """Create `path` (and its parents) for writing; a `UsageError` names it when it cannot be used.
+
+    Checked before anything is written: a regular file where the folder or one above it must be, a
+    folder that cannot be created or is not writable.
+    """
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                what = "is a file" if candidate == path else f"is under {candidate}, which is a file"
+                raise UsageError(f"output folder {path} {what}, not a folder; pass --out with a folder")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"output folder {path}: cannot create it ({error.strerror}); pass --out elsewhere") from None
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"output folder {path} is not writable; pass --out elsewhere")
+    return path
