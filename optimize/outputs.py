@@ -14,12 +14,10 @@ def make_output_folder(path: Path) -> Path:
     Checked before anything is written: a regular file where the folder or one above it must be, a
     folder that cannot be created or is not writable.
     """
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            if not candidate.is_dir():
-                what = "is a file" if candidate == path else f"is under {candidate}, which is a file"
-                raise UsageError(f"output folder {path} {what}, not a folder; pass --out with a folder")
-            break
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        what = "is a file" if blocker == path else f"is under {blocker}, which is a file"
+        raise UsageError(f"output folder {path} {what}, not a folder; pass --out with a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -27,3 +25,11 @@ def make_output_folder(path: Path) -> Path:
     if not os.access(path, os.W_OK):
         raise UsageError(f"output folder {path} is not writable; pass --out elsewhere")
     return path
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The regular file standing where `folder` or the nearest existing folder above it must be, if any."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None

@@ -30,6 +30,7 @@ from sqlalchemy.engine import URL, make_url
 
 from .config import FaultConfig, studies_dir
 from .errors import DatabaseUnreachable, StorageError
+from .outputs import file_in_the_way
 from .retries import RetryStaleTrial
 
 STORAGE_ENV = "OPTIMIZE_STORAGE"
@@ -402,11 +403,9 @@ def _causes(error: BaseException | None) -> Iterator[BaseException]:
 
 def _check_folder(folder: Path, url: str) -> None:
     """A `StorageError` when a regular file stands where the storage file's folder (or one above) must be."""
-    for candidate in (folder, *folder.parents):
-        if candidate.exists():
-            if not candidate.is_dir():
-                raise StorageError(f"cannot create {describe(url)}: {candidate} is a file, not a folder")
-            return
+    blocker = file_in_the_way(folder)
+    if blocker is not None:
+        raise StorageError(f"cannot create {describe(url)}: {blocker} is a file, not a folder")
 
 
 def _make_folder(folder: Path, url: str) -> None:
