@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test lint format clean-demo clean
 
 install: $(INSTALLED)
 
@@ -30,5 +30,10 @@ format: install
 test: lint
 	$(BIN)/python -m pytest
 
-clean:
-	rm -rf $(VENV) studies/*.db studies/*.db-* studies/demo/
+# The demo study and its outputs, so that `make demo` runs it again from scratch; .venv stays.
+clean-demo:
+	rm -rf studies/demo.db studies/demo.db-* studies/demo/
+
+# clean-demo, plus .venv and every SQLite study database in studies/ (not only the demo's).
+clean: clean-demo
+	rm -rf $(VENV) studies/*.db studies/*.db-*

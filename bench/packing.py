@@ -39,6 +39,7 @@ from _common import (
 from optuna.trial import TrialState
 
 from optimize.config import load_config
+from optimize.history import stored_history
 
 SMOKE_CONFIG = """
 description = "packing smoke test"
@@ -122,11 +123,11 @@ class PackingRun:
     @property
     def trained(self) -> list[optuna.trial.FrozenTrial]:
         """Finished trials that stored their per-epoch history."""
-        return [t for t in self.finished if t.user_attrs.get("history")]
+        return [t for t in self.finished if stored_history(t)]
 
     @property
     def epoch_seconds(self) -> list[list[float]]:
-        return [t.user_attrs["history"]["seconds"] for t in self.trained]
+        return [stored_history(t)["seconds"] for t in self.trained]
 
     @property
     def epochs(self) -> int:
@@ -136,8 +137,7 @@ class PackingRun:
     def images_trained(self) -> int:
         """Epochs × the images each epoch trained on (full batches only, unless the remainder is kept)."""
         return sum(
-            len(t.user_attrs["history"]["seconds"]) * t.user_attrs.get("images_per_epoch", self.n_train)
-            for t in self.trained
+            len(stored_history(t)["seconds"]) * t.user_attrs.get("images_per_epoch", self.n_train) for t in self.trained
         )
 
     @property

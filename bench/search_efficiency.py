@@ -31,6 +31,7 @@ from _common import add_output_args, describe_machine, markdown_table, median, p
 
 from optimize.config import StudyConfig, parse_config  # noqa: E402
 from optimize.dataset import StudyData, load_study_data  # noqa: E402
+from optimize.history import stored_history  # noqa: E402
 from optimize.objective import Objective  # noqa: E402
 from optimize.study import DIRECTION, make_pruner, make_sampler  # noqa: E402
 
@@ -225,7 +226,7 @@ def run_method(config: StudyConfig, data: StudyData, method: str) -> MethodRun:
     study.optimize(Objective(config, data.train, data.val), n_trials=n_trials, callbacks=[progress])
     wall = time.perf_counter() - started
     curves = [
-        [math.nan if value is None else value for value in trial.user_attrs["history"]["val_jaccard"]]
+        [math.nan if value is None else value for value in stored_history(trial)["val_jaccard"]]
         for trial in study.get_trials(deepcopy=False)
     ]
     return MethodRun(method, config.training.seed, curves, wall)

@@ -38,7 +38,10 @@ def dataset_stats(masks: np.ndarray) -> dict[str, float]:
 
 
 def format_stats_table(stats: dict[str, float]) -> str:
-    """`dataset_stats` as a plain-text two-column table, in the wording of the users' data report."""
+    """`dataset_stats` as a plain-text two-column table, with the rows of the users' data report.
+
+    Their "positive pixel ratio" is called the foreground fraction here, as everywhere else in the project.
+    """
     rows = [
         ("Images", f"{stats['n_images']:.0f}"),
         ("Image size", f"{stats['image_width']:.0f} x {stats['image_height']:.0f} px"),
@@ -47,7 +50,7 @@ def format_stats_table(stats: dict[str, float]) -> str:
             f"{stats['objects_per_image_mean']:.1f} ({stats['objects_per_image_min']:.0f} to "
             f"{stats['objects_per_image_max']:.0f}), median {stats['objects_per_image_median']:.0f}",
         ),
-        ("Positive pixel ratio", f"{100 * stats['foreground_fraction']:.1f} %"),
+        ("Foreground fraction", f"{100 * stats['foreground_fraction']:.1f} %"),
         ("Object size", f"~{stats['object_area_mean']:.0f} px (median {stats['object_area_median']:.0f} px)"),
     ]
     width = max(len(label) for label, _ in rows)

@@ -104,26 +104,48 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     def study_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--study", required=True, help="study name: studies/NAME.toml (or a path to a .toml)")
+        sub.add_argument(
+            "--study",
+            required=True,
+            metavar="NAME",
+            help="study name: studies/NAME.toml (or a path to a .toml); required",
+        )
         sub.add_argument(
             "--storage",
+            metavar="URL",
             help="SQLAlchemy URL or journal .log path (default: $OPTIMIZE_STORAGE, else sqlite:///studies/NAME.db)",
         )
 
     run = command("run", cmd_run, "Create or join the study and run trials.")
     study_options(run)
-    run.add_argument("--n-trials", type=positive_int, help="trials this process runs (default: until the budget)")
-    run.add_argument("--timeout", type=positive_seconds, help="stop starting trials after this many seconds")
-    run.add_argument("--seed", type=seed, help="sampler seed (each worker uses seed + rank)")
-    run.add_argument("--data", help="folder with images/ and masks/, instead of the config's data")
+    run.add_argument(
+        "--n-trials",
+        metavar="N",
+        type=positive_int,
+        help="trials this process runs (default: until the study's [budget] max_trials, or until stopped)",
+    )
+    run.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=positive_seconds,
+        help="stop starting trials after this many seconds (default: no limit)",
+    )
+    run.add_argument(
+        "--seed", type=seed, help="sampler seed; each worker uses seed + rank (default: the config's [sampler] seed)"
+    )
+    run.add_argument(
+        "--data",
+        metavar="DIR",
+        help="folder with images/ and masks/, instead of the config's data (default: the config's [data])",
+    )
     run.add_argument(
         "--new-study",
         metavar="NAME",
         type=new_study_name,
-        help="run the config's study under this new name, leaving the old study as it is "
-        "(same --storage, or studies/NAME.db by default); later commands take --study NAME",
+        help="run the config's study as a new study NAME, in the same --storage or else studies/NAME.db, leaving "
+        "the old study as it is; later commands take --study NAME (default: the study's own name)",
     )
-    run.add_argument("--verbose", action="store_true", help="Keras' per-epoch output and Optuna's logs")
+    run.add_argument("--verbose", action="store_true", help="Keras' per-epoch output and Optuna's logs (default: off)")
     run.add_argument(
         "--compile-cache",
         metavar="DIR",
@@ -134,38 +156,68 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpus",
         type=gpu_selection,
         help="one worker process per GPU: indices as CUDA_VISIBLE_DEVICES or nvidia-smi lists them (0,1,2,3), "
-        "or all-visible",
+        "or all-visible (default: one worker in this process, on whatever device Keras finds)",
     )
-    run.add_argument("--workers", type=positive_int, help="N worker processes without GPU pinning")
-    run.add_argument("--trials-per-gpu", type=positive_int, help="workers sharing each GPU, with --gpus (default 1)")
+    run.add_argument(
+        "--workers", metavar="N", type=positive_int, help="N worker processes without GPU pinning (default: 1)"
+    )
+    run.add_argument(
+        "--trials-per-gpu", metavar="N", type=positive_int, help="workers sharing each GPU, with --gpus (default: 1)"
+    )
+    run.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="train a study sized for a GPU (512 px images, wide models, mixed precision) on the CPU anyway "
+        "(default: such a study stops before its first trial when no GPU is visible, with an estimate of its time)",
+    )
     run.add_argument("--rank", type=non_negative_int, default=0, help=argparse.SUPPRESS)
     run.add_argument("--n-workers", type=positive_int, default=1, help=argparse.SUPPRESS)
 
     export = command("export-best", cmd_export_best, "Write the best hyperparameters and every trial's history.")
     study_options(export)
-    export.add_argument("--out", help="output folder (default: studies/NAME/export/)")
+    export.add_argument("--out", metavar="DIR", help="output folder (default: studies/NAME/export/)")
 
     report = command("report", cmd_report, "Write the study's analysis: REPORT.md, report.html and CSV tables.")
     study_options(report)
-    report.add_argument("--out", help="output folder (default: studies/NAME/report/)")
+    report.add_argument("--out", metavar="DIR", help="output folder (default: studies/NAME/report/)")
 
     dashboard = command("dashboard", cmd_dashboard, "Serve optuna-dashboard on the study's storage.")
     study_options(dashboard)
-    dashboard.add_argument("--host", default="127.0.0.1")
-    dashboard.add_argument("--port", type=port, default=DEFAULT_DASHBOARD_PORT)
+    dashboard.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to serve on; 0.0.0.0 serves every network interface (default: %(default)s, this machine only)",
+    )
+    dashboard.add_argument(
+        "--port", type=port, default=DEFAULT_DASHBOARD_PORT, help="TCP port to serve on (default: %(default)s)"
+    )
 
     status = command("status", cmd_status, "Trials per state, best so far and running trials.")
     study_options(status)
 
-    stats = command("data-stats", cmd_data_stats, "Statistics of a data folder (objects per image, foreground).")
+    stats = command(
+        "data-stats", cmd_data_stats, "Statistics of a data folder (objects per image, foreground fraction, bead size)."
+    )
     stats.add_argument("dir", help="folder with images/ and masks/")
-    stats.add_argument("--image-size", type=positive_int, help="resize to this size first")
+    stats.add_argument(
+        "--image-size",
+        metavar="PX",
+        type=positive_int,
+        help="resize to this size first (default: the images' own size)",
+    )
 
     make = command("make-data", cmd_make_data, "Write a synthetic microbead data set as PNG files.")
-    make.add_argument("--out", required=True, help="output folder (gets images/ and masks/)")
-    make.add_argument("--n", type=positive_int, default=96, help="number of images (default 96)")
-    make.add_argument("--size", type=synthetic_size, default=256, help="image size in pixels (default 256)")
-    make.add_argument("--seed", type=seed, default=0)
+    make.add_argument("--out", required=True, metavar="DIR", help="output folder (gets images/ and masks/); required")
+    make.add_argument("--n", type=positive_int, default=96, help="number of images (default: %(default)s)")
+    make.add_argument(
+        "--size", metavar="PX", type=synthetic_size, default=256, help="image size in pixels (default: %(default)s)"
+    )
+    make.add_argument(
+        "--seed",
+        type=seed,
+        default=0,
+        help="random seed: the same seed writes the same images (default: %(default)s)",
+    )
     return parser
 
 
@@ -182,6 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         new_study=args.new_study,
         verbose=args.verbose,
         compile_cache=args.compile_cache,
+        allow_cpu=args.allow_cpu,
         rank=args.rank,
         n_workers=args.n_workers,
     )

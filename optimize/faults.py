@@ -1,4 +1,5 @@
-"""Faults a worker survives: running out of accelerator memory, and a test hook that causes it for real.
+"""Faults a worker survives: running out of accelerator memory, a batch that takes minutes, and test
+hooks that cause them for real.
 
 Out-of-memory is recognised by the backend's own error (TensorFlow's `ResourceExhaustedError`,
 JAX's `RESOURCE_EXHAUSTED`, PyTorch's `OutOfMemoryError`), never by a class of ours.
@@ -7,12 +8,14 @@ JAX's `RESOURCE_EXHAUSTED`, PyTorch's `OutOfMemoryError`), never by a class of o
 from __future__ import annotations
 
 import os
+import time
 
 import keras
 
 from .settings import TrainSettings
 
 INJECT_OOM_ENV = "OPTIMIZE_TEST_OOM_ABOVE_MICRO_BATCH"
+INJECT_SLOW_STEP_ENV = "OPTIMIZE_TEST_SLOW_STEP"
 OOM_MARKERS = ("RESOURCE_EXHAUSTED", "ResourceExhaustedError", "OutOfMemoryError", "out of memory", "OOM when")
 
 
@@ -51,6 +54,44 @@ def oom_injection(settings: TrainSettings) -> list[keras.callbacks.Callback]:
     if not limit:
         return []
     return [InjectedOutOfMemory(int(limit), settings.micro_batch_size)]
+
+
+class InjectedSlowStep(keras.callbacks.Callback):
+    """Test hook: the first training or validation batch (`phase`) blocks the main thread for `seconds`.
+
+    Stands in for a batch of a GPU-sized model on a CPU, during which no Keras callback runs.
+    """
+
+    def __init__(self, phase: str, seconds: float) -> None:
+        super().__init__()
+        self.phase = phase
+        self.seconds = seconds
+        self.done = False
+
+    def _block(self, batch: int, logs: dict | None = None) -> None:
+        if not self.done:
+            self.done = True
+            print(f"injected slow {self.phase} step: {self.seconds:g} s", flush=True)
+            deadline = time.monotonic() + self.seconds
+            while (left := deadline - time.monotonic()) > 0:
+                time.sleep(left)
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self.phase == "train":
+            self._block(batch)
+
+    def on_test_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self.phase == "val":
+            self._block(batch)
+
+
+def slow_step_injection() -> list[keras.callbacks.Callback]:
+    """The test hook's callback when `$OPTIMIZE_TEST_SLOW_STEP` is `train:SECONDS` or `val:SECONDS`, else nothing."""
+    setting = os.environ.get(INJECT_SLOW_STEP_ENV)
+    if not setting:
+        return []
+    phase, seconds = setting.split(":")
+    return [InjectedSlowStep(phase, float(seconds))]
 
 
 def backend_out_of_memory_error(message: str) -> BaseException:

@@ -1,7 +1,8 @@
 """The Optuna objective: suggest a configuration, train it, and store what happened with the trial.
 
-Whatever a trial's end (COMPLETE, PRUNED, FAIL), its per-epoch history, summary and reason are
-stored as trial user attrs, so the dashboard, `export-best` and other nodes see them. Storage calls
+Whatever a trial's end (COMPLETE, PRUNED, FAIL), its summary and reason are stored as trial user
+attrs, which the dashboard lists, and its per-epoch history as a system attr (`optimize.history`),
+which `export-best` and `report` read; other nodes see both. Storage calls
 survive a dropped database connection in the worker's storage (`optimize.resilient_storage`).
 """
 
@@ -24,7 +25,7 @@ from data import epoch_images
 from .config import ParamSpec, StudyConfig
 from .errors import DatabaseUnreachable
 from .faults import is_out_of_memory, smaller_micro_batch
-from .history import HISTORY_COLUMNS, EpochHistory, best_row
+from .history import EpochHistory, best_row, finite_or_none, store_history
 from .interrupt import Interrupted
 from .pruning import ReportToTrial, TrialPruned
 from .retries import requeue, retried_trial_number
@@ -84,6 +85,7 @@ class Objective:
         self.verbose = verbose
         self.before_trial = before_trial
         self.started = 0
+        self.running: tuple[optuna.Trial, EpochHistory, dict[str, Any]] | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.started += 1
@@ -101,6 +103,7 @@ class Objective:
         settings = self.config.training.replace(**suggest(trial, self.config.search))
         history = EpochHistory()
         summary: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}"}
+        self.running = (trial, history, summary)
         trial.set_user_attr("worker", summary["worker"])  # at once: a trial whose worker dies names it
         retry_of = retried_trial_number(trial)
         if retry_of is not None:
@@ -127,7 +130,21 @@ class Objective:
             raise
         finally:
             summary.update(history_summary(history.rows))
+            self.running = None
             store_trial_attrs(trial, history.rows, summary)
+
+    def hand_back_running(self) -> str:
+        """Store the running trial as FAIL `interrupted` and queue it again; called by the stop watchdog
+        (`optimize.interrupt`) from its own thread while this one is stuck in a batch."""
+        if self.running is None:
+            return "no trial was running"
+        trial, history, summary = self.running
+        rows = list(history.rows)
+        summary.update(reason="interrupted", **history_summary(rows))
+        store_trial_attrs(trial, rows, summary)
+        requeue(trial, "interrupted")
+        trial.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        return f"trial {trial.number} was handed back to the study"
 
     def train_within_memory(
         self, trial: optuna.Trial, settings: TrainSettings, history: EpochHistory, summary: dict[str, Any]
@@ -184,20 +201,11 @@ def history_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def history_columns(rows: list[dict[str, float]]) -> dict[str, list]:
-    """Rows as JSON-safe columns (NaN and infinity become null, which every JSON reader accepts)."""
-    return {column: [finite_or_none(round(float(row[column]), 6)) for row in rows] for column in HISTORY_COLUMNS}
-
-
 def store_trial_attrs(trial: optuna.Trial, rows: list[dict[str, float]], summary: dict[str, Any]) -> None:
-    """Write the history and summary as user attrs."""
-    for key, value in {"history": history_columns(rows), **summary}.items():
+    """Write the history (as `optimize.history` stores it) and the summary as user attrs."""
+    store_history(trial, rows)
+    for key, value in summary.items():
         trial.set_user_attr(key, value)
-
-
-def finite_or_none(value: float) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def release_memory() -> None:

@@ -10,6 +10,9 @@ import optuna
 from optuna.trial import FrozenTrial
 
 NON_TTY_EPOCH_INTERVAL = 30.0
+IN_EPOCH_AFTER = 3.0
+"""Seconds into an epoch after which its batches are shown too."""
+IN_EPOCH_REFRESH = 1.0
 
 
 def format_params(params: dict) -> str:
@@ -48,35 +51,98 @@ def print_trial(stream: TextIO):
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """The running trial's epochs: one rewritten line on a terminal, a line every 30 s in a log file."""
+    """The running trial's epochs: one rewritten line on a terminal, a line every 30 s in a log file.
 
-    def __init__(self, trial_number: int, max_epochs: int, stream: TextIO) -> None:
+    An epoch that lasts longer than `IN_EPOCH_AFTER` seconds also shows its batches on that line:
+    batches done, images per second, and the time left for the epoch and (at most) for the trial.
+    """
+
+    def __init__(self, trial_number: int, max_epochs: int, stream: TextIO, images_per_step: int = 1) -> None:
         super().__init__()
         self.trial_number = trial_number
         self.max_epochs = max_epochs
         self.stream = stream
+        self.images_per_step = images_per_step
         self.interactive = stream.isatty()
         self.best = float("-inf")
         self.last_print = time.monotonic()
+        self.last_batches_print = float("-inf")
+        self.epoch = 0
         self.epoch_started = time.monotonic()
+        self.last_epoch_seconds: float | None = None
+        self.validation_started: float | None = None
+        self.last_validation_seconds = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
         self.epoch_started = time.monotonic()
+        self.validation_started = None
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        steps = (self.params or {}).get("steps") or 0
+        elapsed = time.monotonic() - self.epoch_started
+        done = batch + 1
+        seconds_per_step = elapsed / done
+        epoch_left = (steps - done) * seconds_per_step + self.last_validation_seconds if steps else None
+        self.show_batches(
+            f"batch {done}/{steps or '?'}  {self.images_per_step / seconds_per_step:.1f} img/s", epoch_left
+        )
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self.validation_started = time.monotonic()
+
+    def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.validation_started is not None:
+            self.show_batches(f"validating, batch {batch + 1}", None)
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        if self.validation_started is not None:
+            self.last_validation_seconds = time.monotonic() - self.validation_started
+
+    def show_batches(self, progress: str, epoch_left: float | None) -> None:
+        """The in-epoch line once the epoch has run `IN_EPOCH_AFTER` s, then every second (30 s in a log)."""
+        now = time.monotonic()
+        interval = IN_EPOCH_REFRESH if self.interactive else NON_TTY_EPOCH_INTERVAL
+        if now - self.epoch_started < IN_EPOCH_AFTER or now - self.last_batches_print < interval:
+            return
+        line = f"  trial {self.trial_number} epoch {self.epoch + 1}/{self.max_epochs}  {progress}"
+        if epoch_left is not None:
+            epoch_seconds = now - self.epoch_started + epoch_left
+            later_epochs = self.max_epochs - self.epoch - 1
+            trial_left = epoch_left + later_epochs * (self.last_epoch_seconds or epoch_seconds)
+            line += f"  epoch left {format_duration(epoch_left)}, trial left at most {format_duration(trial_left)}"
+        self.write(line)
+        self.last_batches_print = self.last_print = now
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
+        self.last_epoch_seconds = time.monotonic() - self.epoch_started
         value = float(logs.get("val_jaccard", float("nan")))
         self.best = max(self.best, value) if value == value else self.best
         line = (
             f"  trial {self.trial_number} epoch {epoch + 1}/{self.max_epochs}  loss {logs.get('loss', 0):.4f}  "
-            f"val_jaccard {value:.4f} (best {self.best:.4f})  {time.monotonic() - self.epoch_started:.1f} s/epoch"
+            f"val_jaccard {value:.4f} (best {self.best:.4f})  {self.last_epoch_seconds:.1f} s/epoch"
         )
+        if self.interactive or time.monotonic() - self.last_print >= NON_TTY_EPOCH_INTERVAL:
+            self.write(line)
+            self.last_print = time.monotonic()
+
+    def write(self, line: str) -> None:
+        """On a terminal, rewrite the one live line; in a log file, append a line."""
         if self.interactive:
             print("\r" + line + "\x1b[K", end="", file=self.stream, flush=True)
-        elif time.monotonic() - self.last_print >= NON_TTY_EPOCH_INTERVAL:
+        else:
             print(line, file=self.stream, flush=True)
-            self.last_print = time.monotonic()
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.interactive:
             print("\r\x1b[K", end="", file=self.stream, flush=True)
+
+
+def format_duration(seconds: float) -> str:
+    """'40 s', '12 min' or '3.5 h': as precise as a person watching needs."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .config import StudyConfig, parse_config
 from .errors import ConfigError
-from .history import HISTORY_COLUMNS
+from .history import HISTORY_COLUMNS, stored_history
 
 SUMMARY_COLUMNS = (
     "best_epoch",
@@ -70,9 +70,9 @@ def trial_value(trial: FrozenTrial) -> float | None:
 
 def history_frame(trial: FrozenTrial) -> pd.DataFrame:
     """The trial's per-epoch history; for a trial killed before storing it, its reported values."""
-    history = trial.user_attrs.get("history")
-    if history:
-        return pd.DataFrame({column: history.get(column, []) for column in HISTORY_COLUMNS})
+    history = stored_history(trial)
+    if history is not None:
+        return pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
     steps = sorted(trial.intermediate_values)
     frame = pd.DataFrame({column: [None] * len(steps) for column in HISTORY_COLUMNS})
     frame["epoch"] = steps

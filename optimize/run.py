@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -10,17 +11,21 @@ from dataclasses import dataclass
 from typing import TextIO
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
 
+from .allocator import keep_freed_memory
 from .compile_cache import enable_compile_cache, resolve_cache_dir
 from .config import StudyConfig, load_config
 from .dataset import load_study_data
-from .faults import oom_injection
+from .device import check_device
+from .faults import oom_injection, slow_step_injection
 from .interrupt import InterruptWatch
 from .objective import Objective, TrialAbandoned
 from .progress import EpochProgress, format_params, print_trial
 from .resilient_storage import ResilientStorage, worker_storage
 from .retries import requeue
-from .storage import is_journal, open_storage, redact, resolve_url
+from .storage import default_url, is_journal, open_storage, redact, resolve_url
 from .study import budget_reached, budget_used, create_or_join, enqueue_known, record_study_attrs, stop_at_budget
 
 
@@ -41,6 +46,7 @@ class RunOptions:
     new_study: str | None = None
     verbose: bool = False
     compile_cache: str | None = None
+    allow_cpu: bool = False
     rank: int = 0
     n_workers: int = 1
 
@@ -57,13 +63,15 @@ class RunOptions:
         ):
             if value is not None:
                 args += [flag, str(value)]
-        return args + (["--verbose"] if self.verbose else [])
+        return args + (["--verbose"] if self.verbose else []) + (["--allow-cpu"] if self.allow_cpu else [])
 
 
 def run_worker(options: RunOptions, stream: TextIO | None = None) -> int:
     """Run trials for this worker; returns the process exit code (128 + signal when interrupted)."""
-    with InterruptWatch() as watch:
-        return run_trials(options, stream or sys.stdout, watch)
+    stream = stream or sys.stdout
+    keep_freed_memory()
+    with InterruptWatch(stream=stream) as watch:
+        return run_trials(options, stream, watch)
 
 
 def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> int:
@@ -71,6 +79,7 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> in
     config = with_study_name(with_seed(load_config(options.study), options.seed), options.new_study)
     cache_dir = enable_compile_cache(resolve_cache_dir(options.compile_cache))
     data = load_study_data(config, options.data)
+    check_device(config, data, options.allow_cpu, stream)
     url = resolve_url(config.name, options.storage)
     storage = open_storage(url, None if is_journal(url) else config.faults)
     storage = worker_storage(storage, config.faults, url)
@@ -110,13 +119,15 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> in
         data.train,
         data.val,
         callbacks=lambda trial, settings: [
-            EpochProgress(trial.number, settings.max_epochs, stream),
+            EpochProgress(trial.number, settings.max_epochs, stream, settings.micro_batch_size),
             watch.callback(),
             *oom_injection(settings),
+            *slow_step_injection(),
         ],
         verbose=2 if options.verbose else 0,
         before_trial=before_trial,
     )
+    watch.hand_back = objective.hand_back_running
     try:
         optimize(
             study,
@@ -143,7 +154,7 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> in
             flush=True,
         )
         return watch.exit_code
-    print_best(study, stream)
+    print_best(study, url, stream)
     return 0
 
 
@@ -204,7 +215,7 @@ def with_study_name(config: StudyConfig, name: str | None) -> StudyConfig:
 
 def print_header(study: optuna.Study, config: StudyConfig, stats: dict, url: str, stream: TextIO) -> None:
     trials = study.get_trials(deepcopy=False)
-    print(f"study {study.study_name}  storage {redact(url)}  ({len(trials)} trials so far)", file=stream)
+    print(f"study {study.study_name}  storage {redact(url)}  ({trial_counts(trials)})", file=stream)
     print(
         f"data  {stats['source']}: {stats['n_train']} train / {stats['n_val']} val, "
         f"{stats['objects_per_image_mean']:.1f} objects/image, {100 * stats['foreground_fraction']:.1f} % foreground",
@@ -224,7 +235,15 @@ def print_header(study: optuna.Study, config: StudyConfig, stats: dict, url: str
     )
 
 
-def print_best(study: optuna.Study, stream: TextIO) -> None:
+def trial_counts(trials: list[FrozenTrial]) -> str:
+    """'3 queued, 0 finished', with 'N running' between when other workers train: enqueued trials are not yet run."""
+    queued = sum(trial.state == TrialState.WAITING for trial in trials)
+    running = sum(trial.state == TrialState.RUNNING for trial in trials)
+    finished = sum(trial.state.is_finished() for trial in trials)
+    return f"{queued} queued, " + (f"{running} running, " if running else "") + f"{finished} finished"
+
+
+def print_best(study: optuna.Study, url: str, stream: TextIO) -> None:
     try:
         best = study.best_trial
     except ValueError:
@@ -235,4 +254,17 @@ def print_best(study: optuna.Study, stream: TextIO) -> None:
         f"{format_params(best.params)}",
         file=stream,
     )
-    print(f"      export it with: optimize export-best --study {study.study_name}", file=stream)
+    print(f"      export it with: {export_command(study.study_name, url)}", file=stream)
+
+
+def export_command(study_name: str, url: str) -> str:
+    """The `optimize export-best` command that finds this study, `--storage` included unless it is the default.
+
+    A password is never printed: the URL then shows it as `***`, and the line says to put it back.
+    """
+    command = f"optimize export-best --study {shlex.quote(study_name)}"
+    if url == default_url(study_name):
+        return command
+    if not is_journal(url) and make_url(url).password is not None:
+        return f"{command} --storage {shlex.quote(redact(url))}  (with the password in place of ***)"
+    return f"{command} --storage {shlex.quote(url)}"

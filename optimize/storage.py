@@ -71,9 +71,11 @@ T = TypeVar("T")
 
 def resolve_url(study_name: str, storage: str | None = None) -> str:
     """`--storage`, else `$OPTIMIZE_STORAGE`, else SQLite at `studies/NAME.db`."""
-    url = storage or os.environ.get(STORAGE_ENV)
-    if url:
-        return url
+    return storage or os.environ.get(STORAGE_ENV) or default_url(study_name)
+
+
+def default_url(study_name: str) -> str:
+    """Where a study lives when neither `--storage` nor `$OPTIMIZE_STORAGE` says: SQLite at `studies/NAME.db`."""
     return f"sqlite:///{studies_dir() / f'{study_name}.db'}"
 
 

@@ -72,6 +72,8 @@ def train(
             jit_compile=settings.jit_compile,
             run_eagerly=settings.run_eagerly,
         )
+        # Created lazily, the optimizer's variables would make TensorFlow trace the training step twice.
+        model.optimizer.build(model.trainable_variables)
         fit_callbacks = [history, keras.callbacks.TerminateOnNaN(), *standard_callbacks(settings, save_path)]
         model.fit(
             batches,

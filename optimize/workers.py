@@ -94,11 +94,22 @@ def split_trials(n_trials: int | None, n_workers: int) -> list[int | None]:
     return [n_trials // n_workers + (rank < n_trials % n_workers) for rank in range(n_workers)]
 
 
-def worker_env(spec: WorkerSpec, shared_gpu: bool) -> dict[str, str]:
-    """Environment of one worker: its GPU, and memory growth when several share it."""
+CPU_THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+
+
+def worker_env(spec: WorkerSpec, shared_gpu: bool, n_workers: int = 1) -> dict[str, str]:
+    """Environment of one worker: its GPU, and memory growth when several share it.
+
+    Unpinned workers (`--workers N`) share the CPU: each computes with its share of the cores, since
+    N processes each running as many threads as there are cores spend their time switching threads.
+    A thread count the user set is kept.
+    """
     env = dict(os.environ)
     if spec.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = spec.gpu
+    elif n_workers > 1 and not any(name in os.environ for name in CPU_THREAD_VARIABLES):
+        threads = str(max(1, (os.cpu_count() or 1) // n_workers))
+        env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads)
     if shared_gpu:
         env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
         env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
@@ -134,7 +145,7 @@ def run_workers(worker_args: list[str], plan: list[WorkerSpec], shared_gpu: bool
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     text=True,
-                    env=worker_env(spec, shared_gpu),
+                    env=worker_env(spec, shared_gpu, len(plan)),
                     start_new_session=True,
                 ),
             )

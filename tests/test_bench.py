@@ -1,6 +1,6 @@
 """The benchmarks' smoke modes as real subprocesses, and the analytic FLOP count they report.
 
-The three smoke runs start together (module fixture) so the whole file stays well under a minute.
+The smoke runs start together (module fixture) so the whole file stays well under a minute.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import models
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 SCRIPTS = {
+    "demo": "| code ",
     "search_efficiency": "| method ",
     "storage": "| storage ",
     "throughput": "| architecture ",

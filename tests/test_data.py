@@ -311,10 +311,10 @@ def test_dataset_stats_without_objects_has_zero_area():
 def test_format_stats_table_reads_like_the_report():
     table = format_stats_table(dataset_stats(hand_built_masks()))
 
-    assert "Objects per image    | 1.7 (0 to 4), median 1" in table
-    assert "Positive pixel ratio | 7.0 %" in table
-    assert "Object size          | ~4 px" in table
-    assert "Image size           | 10 x 10 px" in table
+    assert "Objects per image   | 1.7 (0 to 4), median 1" in table
+    assert "Foreground fraction | 7.0 %" in table
+    assert "Object size         | ~4 px" in table
+    assert "Image size          | 10 x 10 px" in table
 
 
 # --- stratified_split ---------------------------------------------------------------------------

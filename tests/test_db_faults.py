@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from optimize.config import FaultConfig
+from optimize.history import stored_history
 from optimize.storage import open_storage
 from tests.conftest import OPTIMIZE, POSTGRES_ADMIN, write_tiny_study
 
@@ -249,9 +250,7 @@ def test_connections_dropped_inside_report_heartbeat_and_final_write_are_retried
     assert "reachable again" in err
     stored = next(t for t in trials_of(postgres_url) if t.number == trial.number)
     assert stored.state in FINISHED
-    assert (
-        stored.user_attrs["epochs_run"] == len(stored.user_attrs["history"]["epoch"]) == len(stored.intermediate_values)
-    )
+    assert stored.user_attrs["epochs_run"] == len(stored_history(stored)["epoch"]) == len(stored.intermediate_values)
     assert f"trial    0  {stored.state.name}" in out
 
 
@@ -299,7 +298,7 @@ def test_worker_gives_up_on_an_unreachable_database_and_its_trial_is_retried_cle
     assert retry.system_attrs["retry_history"] == [trial.number]
     assert retry.user_attrs["retry_of"] == trial.number
     assert retry.user_attrs["worker"].endswith(f":{survivor.pid}")
-    assert retry.user_attrs["epochs_run"] == len(retry.user_attrs["history"]["epoch"]) == len(retry.intermediate_values)
+    assert retry.user_attrs["epochs_run"] == len(stored_history(retry)["epoch"]) == len(retry.intermediate_values)
     if retry.state == TrialState.COMPLETE:
         assert "reason" not in retry.user_attrs
     assert not [t for t in trials.values() if t.state in (TrialState.RUNNING, TrialState.WAITING)]

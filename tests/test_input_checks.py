@@ -206,7 +206,7 @@ def test_masks_without_a_bead_are_refused_but_data_stats_still_measures_them(exi
     ), line
     assert snapshot(existing_study) == before
     assert main(["data-stats", str(folder)]) == 0
-    assert re.search(r"Positive pixel ratio \| 0\.0 %", capsys.readouterr().out)
+    assert re.search(r"Foreground fraction \| 0\.0 %", capsys.readouterr().out)
 
 
 # Flags: checked while parsing (or before any worker starts), never ignored.

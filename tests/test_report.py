@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import datetime, timedelta
@@ -16,7 +17,8 @@ from optuna.trial import TrialState
 from scipy import stats
 
 from optimize.cli import main
-from optimize.objective import history_columns, history_summary
+from optimize.history import HISTORY_ATTR, history_columns
+from optimize.objective import history_summary
 from optimize.report import write_report
 from tests.test_dashboard import dump_dom, needs_chromium, uncaught_errors
 
@@ -67,14 +69,26 @@ JS_ERROR_COLLECTOR = (
 )
 
 
-def made_trial(rng: np.random.Generator, state: TrialState, epochs: int, start: datetime, worker="", **attrs):
+def made_trial(
+    rng: np.random.Generator,
+    state: TrialState,
+    epochs: int,
+    start: datetime,
+    worker="",
+    params: dict | None = None,
+    peak: float | None = None,
+    **attrs,
+):
     """A trial as the objective stores it: params, per-epoch history, its summary and intermediate values.
 
-    `worker=None` leaves the worker out, as for a worker killed before it could store anything.
+    `worker=None` leaves the worker out, as for a worker killed before it could store anything. Random
+    params and a random peak val Jaccard unless `params` and `peak` are given.
     """
-    params = {name: rng.choice(d.choices).item() for name, d in DISTRIBUTIONS.items() if name != "learning_rate"}
-    params["learning_rate"] = float(10 ** rng.uniform(-5, math.log10(5e-4)))
-    peak = 0.1 + 0.3 * (params["loss"] != "dice") + 0.1 * rng.random()
+    if params is None:
+        params = {name: rng.choice(d.choices).item() for name, d in DISTRIBUTIONS.items() if name != "learning_rate"}
+        params["learning_rate"] = float(10 ** rng.uniform(-5, math.log10(5e-4)))
+    if peak is None:
+        peak = 0.1 + 0.3 * (params["loss"] != "dice") + 0.1 * rng.random()
     rows = []
     for epoch in range(1, epochs + 1):
         val = peak * (1 - math.exp(-epoch / 6)) - 0.002 * max(0, epoch - 25) + 0.005 * rng.random()
@@ -85,13 +99,14 @@ def made_trial(rng: np.random.Generator, state: TrialState, epochs: int, start: 
         )
     summary = history_summary(rows) if rows else {"epochs_run": 0}
     worker = f"node{rng.integers(1, 3)}:100" if worker == "" else worker
-    user_attrs = {"history": history_columns(rows), **summary, "worker": worker, **attrs}
+    user_attrs = {**summary, "worker": worker, **attrs}
     trial = optuna.trial.create_trial(
         state=state,
         value=summary.get("best_val_jaccard") if state == TrialState.COMPLETE else None,
         params=params,
         distributions=DISTRIBUTIONS,
         user_attrs={key: value for key, value in user_attrs.items() if value is not None},
+        system_attrs={HISTORY_ATTR: history_columns(rows)},
         intermediate_values={row["epoch"]: row["val_jaccard"] for row in rows},
     )
     trial.datetime_start = start
@@ -229,6 +244,124 @@ def test_varied_study_heatmaps_failures_and_findings(tmp_path):
     assert re.search(r"\*\*(no )?significant effect\*\*: batch_size: F = [\d.]+, p = [\d.e-]+", findings)
 
 
+def known_study(url: str | None) -> optuna.Study:
+    """A study whose answers are known: 17 COMPLETE trials, their peak val Jaccard set by architecture.
+
+    - architecture decides the score: resunet 0.86–0.93, unet 0.28–0.35 (8 trials each), and a lucky resunet
+      at 0.97 whose loss, combined, appears nowhere else: the best loss group by mean, with n = 1.
+    - dropout 0.2 is used by the 3 best trials and 2 unets (n = 5), every other trial has 0.1 (n = 12):
+      the best group, well supported, but the two groups do not differ beyond chance.
+    - learning_rate rises with the score (as if it mattered as much as architecture), 17 values in 4 bins.
+    The peaks are 0.01 apart, more than the history's noise (0.005), so the ranking is the peaks' ranking.
+    """
+    study = optuna.create_study(study_name="known", storage=url, direction="maximize")
+    study.set_user_attr("config_toml", MADE_CONFIG)
+    configs = []
+    for k in range(8):
+        loss = "dice" if k % 2 else "focal"
+        configs += [("unet", loss, 0.28 + 0.01 * k, 0.2 if k < 2 else 0.1), ("resunet", loss, 0.86 + 0.01 * k, 0.1)]
+    configs[-1], configs[-3] = ("resunet", "dice", 0.93, 0.2), ("resunet", "focal", 0.92, 0.2)
+    configs.append(("resunet", "combined", 0.97, 0.2))
+    rng = np.random.default_rng(1)
+    clock = datetime(2025, 10, 10, 4, 31)
+    for architecture, loss, peak, dropout in configs:
+        params = {"architecture": architecture, "loss": loss, "dropout": dropout, "batch_size": 8}
+        params["learning_rate"] = 1e-5 * 10 ** (peak * 1.5)
+        trial, clock = made_trial(rng, TrialState.COMPLETE, 30, clock, params=params, peak=peak)
+        study.add_trial(trial)
+    return study
+
+
+def test_advice_needs_support(tmp_path, capsys):
+    """Advice only where group size, the best trials and ANOVA all back it; otherwise the reason, with numbers."""
+    url = f"sqlite:///{tmp_path / 'known.db'}"
+    study = known_study(url)
+    assert main(["report", "--study", "known", "--storage", url, "--out", str(tmp_path / "report")]) == 0
+    capsys.readouterr()
+    findings = report_files(tmp_path / "report")[0].split("## Findings")[1]
+    lines = dict(re.findall(r"^- \*\*(?:no )?significant effect\*\*: (\w+): (.*)$", findings, flags=re.M))
+    best3 = sorted(study.trials, key=lambda t: -t.value)[:3]
+    numbers = ", ".join(str(t.number) for t in best3)
+    assert [t.params["loss"] for t in best3] == ["combined", "dice", "focal"]
+
+    n_resunet = sum(t.params["architecture"] == "resunet" for t in study.trials)
+    assert (
+        f"Its groups differ (p ≤ 0.05), 3 of the 3 best trials use resunet and its group holds {n_resunet} trials: "
+        "consider fixing architecture at resunet and searching the others more densely." in lines["architecture"]
+    )
+
+    assert "consider fixing loss" not in findings  # the old rule advised the n = 1 group
+    assert "best group combined (mean 0.9" in lines["loss"]
+    assert "No advice on loss: the best group combined has only 1 trial (needs ≥ 3); " in lines["loss"]
+    assert f"only 1 of the 3 best trials ({numbers}) uses combined; the others use dice, focal" in lines["loss"]
+
+    dropout = [t.value for t in study.trials if t.params["dropout"] == 0.2]
+    p = stats.f_oneway(dropout, [t.value for t in study.trials if t.params["dropout"] == 0.1]).pvalue
+    assert p > 0.05 and len(dropout) >= 3
+    assert f"best group 0.2 (mean {np.mean(dropout):.4f}, n = {len(dropout)})" in lines["dropout"]
+    assert lines["dropout"].endswith(
+        f"No advice on dropout: its groups do not differ significantly (p = {p:.3g} > 0.05)."
+    )
+    impact = pd.read_csv(tmp_path / "report" / "tables" / "parameter_impact.csv")
+    rates = impact[impact["parameter"] == "learning_rate"]
+    assert len(rates) == 4
+    top_bin = rates.loc[rates["mean"].idxmax()]
+    assert (
+        f"{top_bin['count']} trials: consider narrowing learning_rate to {top_bin['value']} and"
+        in lines["learning_rate"]
+    )
+    assert "**no advice**: batch_size: ANOVA n/a: needs ≥ 2 groups with ≥ 2 trials" in findings
+
+
+def embedded_figures(html: str) -> dict[str, dict]:
+    """Each plotly figure of report.html, by its title's first line: {"data": [...], "layout": {...}} as embedded."""
+    decoder, figures = json.JSONDecoder(), {}
+    for call in re.finditer(r'Plotly\.newPlot\(\s*"figure-\d+",\s*', html):
+        data, end = decoder.raw_decode(html, call.end())
+        layout, _ = decoder.raw_decode(html, re.compile(r",\s*").match(html, end).end())
+        figures[layout["title"]["text"].split("<br>")[0]] = {"data": data, "layout": layout}
+    return figures
+
+
+def axes(figure: dict, letter: str) -> dict[str, dict]:
+    return {name: axis for name, axis in figure["layout"].items() if re.fullmatch(f"{letter}axis\\d*", name)}
+
+
+def test_figures_say_what_they_show(tmp_path):
+    """Violins end at the data; counts and epochs tick on integers; every curve in the legend; every panel a y title."""
+    study = made_study(None, 30)
+    out = write_report(study, None, tmp_path / "report")
+    figures = embedded_figures(report_files(out)[1])
+
+    violins = figures["Loss functions: val Jaccard per trial (COMPLETE + PRUNED)"]["data"]
+    assert {trace["type"] for trace in violins} == {"violin"}
+    assert all(trace["spanmode"] == "hard" for trace in violins)
+
+    counts = figures["Where pruned trials stopped"]["layout"]["yaxis"]
+    assert pd.read_csv(out / "tables" / "pruning.csv")["trials"].max() <= 10  # small counts: a tick per trial
+    assert (counts["dtick"], counts["tickformat"], counts["rangemode"]) == (1, "d", "tozero")
+
+    curves = figures["Learning curves (dotted: best epoch)"]
+    names = [trace["name"] for trace in curves["data"]]
+    assert len(names) == 8 and len(set(names)) == 8  # best and worst trial × loss, Jaccard × train, val
+    assert all(trace.get("showlegend") is not False for trace in curves["data"])
+    best = study.best_trial
+    assert f"best trial {best.number} ({best.params['architecture']}, {best.params['loss']}): val Jaccard" in names
+    epoch_axes = [*axes(curves, "x").values(), figures["Convergence"]["layout"]["xaxis"]]
+    assert all(axis["tickformat"] in ("d", ",d") for axis in epoch_axes)
+
+    for title in (
+        "Parameter impact on val Jaccard (COMPLETE + PRUNED trials)",
+        "Learning curves (dotted: best epoch)",
+        "Convergence",
+    ):
+        figure = figures[title]
+        panels = {"yaxis" + trace.get("yaxis", "y")[1:] for trace in figure["data"]}
+        assert len(panels) >= 2 and all(figure["layout"][axis]["title"]["text"] for axis in panels), title
+        empty = set(axes(figure, "y")) - panels
+        assert all(figure["layout"][axis]["visible"] is False for axis in empty), title
+
+
 @pytest.mark.parametrize("n_trials, config", [(0, True), (1, True), (2, True), (2, False)])
 def test_small_studies_say_what_they_need(tmp_path, n_trials, config):
     url = f"sqlite:///{tmp_path / 'made.db'}"
@@ -264,6 +397,24 @@ def test_report_html_renders_every_figure_without_errors(kind, request, tmp_path
     assert dom.count('class="main-svg"') >= n_figures
     assert not uncaught_errors(stderr)
     assert "data-js-errors=" not in html_tag(dom)
+
+
+@needs_chromium
+def test_loss_violins_end_at_the_scores(tmp_path):
+    """Drawn in Chromium, the loss figure's y axis covers the trials' scores, not a density tail beyond them.
+
+    The known study's scores cluster at 0.3 and 0.9; a smoothed density drew them from −0.2 to 1.4.
+    """
+    study = known_study(None)
+    out = write_report(study, None, tmp_path / "report")
+    number = re.search(r"^\*Figure (\d+) [^:]*: Violin", report_files(out)[0], flags=re.M).group(1)
+    dom, _ = dump_dom((out / "report.html").as_uri(), tmp_path / "profile")
+    figure = dom.split(f'id="figure-{number}"')[1].split('id="figure-')[0]
+    labels = re.findall(r'<g class="ytick"><text[^>]*data-unformatted="([^"]*)"', figure)
+    ticks = [float(label.replace("−", "-")) for label in labels]
+    scores = [trial.value for trial in study.trials]
+    step = ticks[1] - ticks[0]
+    assert min(scores) - step < ticks[0] and ticks[-1] < max(scores) + step, (ticks, min(scores), max(scores))
 
 
 def open_with_error_collector(page: Path, tmp_path: Path) -> tuple[str, str]:

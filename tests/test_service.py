@@ -14,6 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optimize.cli import main
+from optimize.history import stored_history
 from tests.conftest import run_cli, write_tiny_study
 
 OPTUNA_CLI = str(Path(sys.executable).parent / "optuna")
@@ -35,14 +36,15 @@ def test_runs_prune_join_and_enqueue_once(finished_study):
     enqueued = [trial for trial in trials if trial.user_attrs.get("enqueued")]
     assert [trial.number for trial in enqueued] == [0, 1]
     for trial in trials:
-        history = trial.user_attrs["history"]
+        history = stored_history(trial)
+        assert "history" not in trial.user_attrs  # the dashboard lists user attrs on one unwrapped line each
         assert len(history["epoch"]) == trial.user_attrs["epochs_run"] == len(trial.intermediate_values)
         assert history["val_jaccard"] == pytest.approx(
             [trial.intermediate_values[e] for e in history["epoch"]], abs=1e-6
         )
         if trial.state == TrialState.PRUNED:
             assert trial.user_attrs["reason"] == f"pruned at epoch {trial.last_step}"
-    assert "study tiny" in first and "(8 trials so far)" in second
+    assert "study tiny" in first and "(2 queued, 0 finished)" in first and "(0 queued, 8 finished)" in second
     assert first.count("COMPLETE") + first.count("PRUNED") >= 8
     assert study.user_attrs["config_toml"] == (studies / "tiny.toml").read_text()
     assert study.user_attrs["data_stats"]["n_images"] == 24

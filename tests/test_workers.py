@@ -15,8 +15,9 @@ from optuna.trial import TrialState
 from optimize.cli import main
 from optimize.config import load_config
 from optimize.dataset import load_study_data
+from optimize.history import stored_history
 from optimize.objective import Objective
-from optimize.workers import plan_workers, split_trials
+from optimize.workers import CPU_THREAD_VARIABLES, plan_workers, split_trials, worker_env
 from tests.conftest import OPTIMIZE, write_tiny_study
 
 
@@ -75,7 +76,7 @@ def test_three_workers_share_one_study(server_url, tmp_path):
     assert sorted(t.number for t in trials) == list(range(len(trials)))
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     for trial in finished:
-        assert len(trial.user_attrs["history"]["epoch"]) == trial.user_attrs["epochs_run"] > 0
+        assert len(stored_history(trial)["epoch"]) == trial.user_attrs["epochs_run"] > 0
     ranks = {line[:4] for line in result.stdout.splitlines() if line.startswith("[w")}
     assert ranks == {"[w0]", "[w1]", "[w2]"}
     assert len({t.user_attrs["worker"] for t in finished}) == 3
@@ -176,3 +177,15 @@ def test_nan_loss_is_pruned_with_reason(studies):
     assert trial.state == TrialState.PRUNED
     assert trial.user_attrs["reason"] == "nan"
     assert trial.user_attrs["epochs_run"] == 1
+
+
+def test_cpu_workers_share_the_cores(monkeypatch):
+    for name in CPU_THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    unpinned = plan_workers(None, 4, 1, None)
+    assert {worker_env(spec, False, len(unpinned))["TF_NUM_INTRAOP_THREADS"] for spec in unpinned} == {"2"}
+    pinned = plan_workers(["0"], None, 1, None)[0]
+    assert "TF_NUM_INTRAOP_THREADS" not in worker_env(pinned, False, 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert "TF_NUM_INTRAOP_THREADS" not in worker_env(unpinned[0], False, 4)

@@ -16,11 +16,23 @@ from ..results import history_frame
 TEMPLATE = "plotly_white"
 BEST_COLOUR = "red"
 STATE_COLOURS = {"COMPLETE": "#2ca02c", "PRUNED": "#ff7f0e", "FAIL": "#d62728", "RUNNING": "#1f77b4"}
+CURVE_COLOURS = {"best": "#1f77b4", "worst": "#9467bd"}
+EVERY_INTEGER_UP_TO = 10
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
     fig.update_layout(title=title, template=TEMPLATE, height=height, margin={"t": 70, "b": 50, "l": 60, "r": 30})
     return fig
+
+
+def integer_ticks(largest: float) -> dict:
+    """Axis settings for counts and epochs: a tick on every integer up to 10, integer labels beyond.
+
+    Plotly's automatic ticks on a small range fall on halves (0, 0.5, 1, ...), which reads as half a trial.
+    """
+    if pd.isna(largest) or largest <= EVERY_INTEGER_UP_TO:
+        return {"tickmode": "linear", "tick0": 0, "dtick": 1, "tickformat": "d"}
+    return {"tickformat": ",d"}
 
 
 def top_bars(top: pd.DataFrame) -> go.Figure:
@@ -72,27 +84,35 @@ def impact_bars(impact: pd.DataFrame) -> go.Figure:
             col=col,
         )
         fig.update_xaxes(type="category", row=row, col=col)
+        fig.update_yaxes(title_text="val Jaccard", row=row, col=col)
+    for index in range(len(names), rows * columns):  # the grid's empty cells: no blank panel
+        row, col = index // columns + 1, index % columns + 1
+        fig.update_xaxes(visible=False, row=row, col=col)
+        fig.update_yaxes(visible=False, row=row, col=col)
     return _layout(fig, "Parameter impact on val Jaccard (COMPLETE + PRUNED trials)", height=330 * rows + 80)
 
 
 def learning_curves(best: FrozenTrial, worst: FrozenTrial | None) -> go.Figure:
-    """Loss and Jaccard, train and val, per epoch for the best (and worst) trial; dotted line at the best epoch."""
+    """Loss and Jaccard, train and val, per epoch for the best (and worst) trial; dotted line at the best epoch.
+
+    Each trial has one colour (train solid, val dashed) and every line its own legend entry.
+    """
     trials = [("best", best)] + ([("worst", worst)] if worst is not None else [])
-    titles = [f"{kind} trial {trial.number}: {metric}" for kind, trial in trials for metric in ("loss", "Jaccard")]
+    metrics = (("loss", "loss"), ("jaccard", "Jaccard"))
+    titles = [f"{kind} trial {trial.number}: {title}" for kind, trial in trials for _, title in metrics]
     fig = make_subplots(rows=len(trials), cols=2, subplot_titles=titles, vertical_spacing=0.16)
-    for row, (_, trial) in enumerate(trials, start=1):
+    for row, (kind, trial) in enumerate(trials, start=1):
         history = history_frame(trial)
-        for col, metric in enumerate(("loss", "jaccard"), start=1):
-            for split, dash in (("", "solid"), ("val_", "dash")):
+        for col, (metric, title) in enumerate(metrics, start=1):
+            for split, column, dash in (("train", metric, "solid"), ("val", f"val_{metric}", "dash")):
                 fig.add_trace(
                     go.Scatter(
                         x=history["epoch"],
-                        y=history[split + metric],
+                        y=history[column],
                         mode="lines+markers",
-                        line={"dash": dash},
-                        name=f"{split or 'train_'}{metric}",
-                        legendgroup=f"{split}{metric}",
-                        showlegend=row == 1,
+                        line={"dash": dash, "color": CURVE_COLOURS[kind]},
+                        name=f"{_trial_label(kind, trial)}: {split} {title}",
+                        showlegend=True,
                     ),
                     row=row,
                     col=col,
@@ -100,13 +120,24 @@ def learning_curves(best: FrozenTrial, worst: FrozenTrial | None) -> go.Figure:
             best_epoch = trial.user_attrs.get("best_epoch")
             if best_epoch:
                 fig.add_vline(x=best_epoch, line_dash="dot", line_color=BEST_COLOUR, row=row, col=col)
-        fig.update_xaxes(title_text="epoch", row=row)
+            fig.update_yaxes(title_text=title, row=row, col=col)
+        fig.update_xaxes(title_text="epoch", **integer_ticks(history["epoch"].max()), row=row)
     subtitle = " | ".join(f"{kind}: {format_params(trial.params)}" for kind, trial in trials)
     return _layout(fig, f"Learning curves (dotted: best epoch)<br><sup>{subtitle}</sup>", height=340 * len(trials) + 90)
 
 
+def _trial_label(kind: str, trial: FrozenTrial) -> str:
+    """A line's owner, as "best trial 3 (resunet, dice)": its text-valued parameters tell the lines apart."""
+    choices = [value for value in trial.params.values() if isinstance(value, str)]
+    return f"{kind} trial {trial.number}" + (f" ({', '.join(choices)})" if choices else "")
+
+
 def loss_violins(scored: pd.DataFrame) -> go.Figure:
-    """Distribution of val Jaccard per loss function: violin, box and every trial as a point."""
+    """Distribution of val Jaccard per loss function: violin, box and every trial as a point.
+
+    The density stops at each loss's lowest and highest trial (`spanmode="hard"`): a smoothed tail beyond
+    them would show scores outside [0, 1] that no trial had.
+    """
     fig = go.Figure()
     for loss, part in scored.groupby("loss", sort=True):
         fig.add_trace(
@@ -118,6 +149,7 @@ def loss_violins(scored: pd.DataFrame) -> go.Figure:
                 meanline_visible=True,
                 points="all",
                 pointpos=0,
+                spanmode="hard",
                 customdata=part["number"],
                 hovertemplate="trial %{customdata}: %{y:.4f}<extra></extra>",
             )
@@ -156,8 +188,9 @@ def convergence(table: pd.DataFrame) -> go.Figure:
         row=1,
         col=2,
     )
-    fig.update_xaxes(title_text="best epoch", row=1, col=1)
+    fig.update_xaxes(title_text="best epoch", **integer_ticks(table["best_epoch"].max()), row=1, col=1)
     fig.update_yaxes(title_text="val Jaccard", row=1, col=1)
+    fig.update_yaxes(title_text="val Jaccard per epoch", row=1, col=2)
     return _layout(fig, "Convergence")
 
 
@@ -212,6 +245,7 @@ def pruning_bars(pruning: pd.DataFrame) -> go.Figure:
     ]
     fig = go.Figure(go.Bar(x=labels, y=pruning["trials"], marker_color=STATE_COLOURS["PRUNED"]))
     fig.update_layout(yaxis_title="trials pruned")
+    fig.update_yaxes(rangemode="tozero", **integer_ticks(pruning["trials"].max()))
     return _layout(fig, "Where pruned trials stopped")
 
 

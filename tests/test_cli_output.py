@@ -1,0 +1,127 @@
+"""What the commands print is true: trial counts, a closing command that works, --help, data-stats' names."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from PIL import Image
+
+from optimize.cli import main
+from optimize.run import export_command, trial_counts
+from tests.conftest import OPTIMIZE, run_cli, write_tiny_study
+
+
+def test_a_new_study_counts_queued_trials_and_prints_an_export_command_that_works(studies, tmp_path):
+    write_tiny_study(studies, max_epochs=1)
+    database = tmp_path / "my results" / "x.db"
+    url = f"sqlite:///{database}"
+
+    run = run_cli("run", "--study", "tiny", "--new-study", "fresh", "--storage", url, "--n-trials", "1")
+
+    assert run.returncode == 0, run.stderr
+    header = next(line for line in run.stdout.splitlines() if line.startswith("study "))
+    assert header.startswith("study fresh  storage ") and header.endswith("(2 queued, 0 finished)"), header
+    hint = re.search(r"export it with: (.*)", run.stdout).group(1)
+    assert hint == f"optimize export-best --study fresh --storage {shlex.quote(url)}"
+    command = shlex.split(hint)
+    exported = subprocess.run(
+        [OPTIMIZE, *command[1:]], capture_output=True, text=True, timeout=120, cwd=tmp_path / "my results"
+    )
+    assert exported.returncode == 0, exported.stderr
+    best = json.loads((studies / "fresh" / "export" / "best_hyperparameters.json").read_text())
+    assert best["storage"]["url"] == url and best["trial_number"] == 0
+
+
+def test_trials_other_workers_train_are_counted_as_running_and_failed_ones_as_finished():
+    study = optuna.create_study()
+    for value in (1.0, 2.0, 3.0):
+        study.enqueue_trial({"x": value})
+    study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 4)}), 1.0)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    study.ask()
+
+    assert trial_counts(study.get_trials()) == "0 queued, 1 running, 2 finished"
+    study.enqueue_trial({"x": 1.5})
+    assert trial_counts(study.get_trials()) == "1 queued, 1 running, 2 finished"
+
+
+def test_the_export_command_names_storage_only_when_it_is_not_the_default_and_never_a_password(studies, monkeypatch):
+    assert export_command("demo", f"sqlite:///{studies / 'demo.db'}") == "optimize export-best --study demo"
+    assert export_command("demo2", f"sqlite:///{studies / 'demo.db'}") == (
+        f"optimize export-best --study demo2 --storage sqlite:///{studies / 'demo.db'}"
+    )
+    assert export_command("demo", "runs/demo.log") == "optimize export-best --study demo --storage runs/demo.log"
+    with_password = export_command("demo", "postgresql+psycopg://user:s3cret@db:5432/optuna")
+    assert "s3cret" not in with_password
+    assert with_password == (
+        "optimize export-best --study demo --storage 'postgresql+psycopg://user:***@db:5432/optuna'"
+        "  (with the password in place of ***)"
+    )
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """Each option or argument of an argparse help text, mapped to its help (an empty string when it has none)."""
+    entries: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if re.match(r"  \S", line):
+            invocation, _, help_text = line.strip().partition("  ")
+            current = entries.setdefault(invocation, [help_text.strip()])
+        elif line.startswith("   ") and current is not None:
+            current.append(line.strip())
+        elif not line.startswith(" "):
+            current = None
+    return {invocation: " ".join(part for part in parts if part) for invocation, parts in entries.items()}
+
+
+def help_of(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_every_option_of_every_command_says_what_it_does_and_its_default(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    commands = re.search(r"\ncommands:\n(.*?)(\n\S|\Z)", help_of(capsys), re.DOTALL).group(1)
+    names = re.findall(r"^    (\S+)", commands, re.MULTILINE)
+    assert {"run", "export-best", "report", "dashboard", "status", "data-stats", "make-data"} <= set(names)
+    for name in names:
+        entries = help_entries(help_of(capsys, name))
+        assert entries, name
+        for invocation, help_text in entries.items():
+            assert help_text, f"optimize {name} {invocation}: no help text"
+            if invocation.startswith("-") and invocation != "-h, --help":
+                assert re.search(r"\(default: [^)]+\)|; required$", help_text), (
+                    f"optimize {name} {invocation}: no default in {help_text!r}"
+                )
+    dashboard = help_entries(help_of(capsys, "dashboard"))
+    assert dashboard["--host HOST"].endswith("(default: 127.0.0.1, this machine only)")
+    assert dashboard["--port PORT"].endswith("(default: 8080)")
+    assert help_entries(help_of(capsys, "make-data"))["--seed SEED"].endswith("(default: 0)")
+
+
+def test_data_stats_names_the_foreground_fraction_as_the_readme_does(tmp_path):
+    folder = tmp_path / "beads"
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True)
+    for name, (height, width) in {"a": (8, 8), "b": (16, 8)}.items():
+        Image.fromarray(np.full((32, 32), 128, np.uint8)).save(folder / "images" / f"{name}.png")
+        mask = np.zeros((32, 32), np.uint8)
+        mask[4 : 4 + height, 4 : 4 + width] = 255
+        Image.fromarray(mask).save(folder / "masks" / f"{name}.png")
+
+    result = run_cli("data-stats", str(folder))
+
+    assert result.returncode == 0, result.stderr
+    assert "Foreground fraction | 9.4 %" in result.stdout.splitlines()  # (64 + 128) / (2 * 32 * 32)
+    assert "positive pixel" not in result.stdout.lower()
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "foreground fraction" in readme and "positive pixel ratio" not in readme.lower()
