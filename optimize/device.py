@@ -64,11 +64,11 @@ def gpu_sized(config: StudyConfig, image_side: int) -> list[str]:
 def check_device(config: StudyConfig, data: StudyData, allow_cpu: bool, stream: TextIO) -> None:
     """Print where trials train; raise UsageError for a GPU-sized study on a CPU without `allow_cpu`."""
     kind, detail = training_device()
-    reasons = gpu_sized(config, data.train[0].shape[1]) if kind == "CPU" else []
     if kind == "GPU":
         note = "  (--allow-cpu is not needed)" if allow_cpu else ""
         print(f"device GPU: {detail}{note}", file=stream, flush=True)
         return
+    reasons = gpu_sized(config, data.train[0].shape[1])
     if not reasons or allow_cpu:
         sized = f"; the study is sized for a GPU ({', '.join(reasons)}), allowed by --allow-cpu" if reasons else ""
         print(f"device CPU ({detail}){sized}", file=stream, flush=True)

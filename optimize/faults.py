@@ -57,9 +57,10 @@ def oom_injection(settings: TrainSettings) -> list[keras.callbacks.Callback]:
 
 
 class InjectedSlowStep(keras.callbacks.Callback):
-    """Test hook: the first training or validation batch (`phase`) blocks the main thread for `seconds`.
+    """Test hook: one training or validation batch (`phase`) blocks the main thread for `seconds`.
 
-    Stands in for a batch of a GPU-sized model on a CPU, during which no Keras callback runs.
+    Stands in for a batch of a GPU-sized model on a CPU, during which no Keras callback runs. In
+    training it is the second batch, a steady step (the first one also compiles); in validation the first.
     """
 
     def __init__(self, phase: str, seconds: float) -> None:
@@ -68,7 +69,7 @@ class InjectedSlowStep(keras.callbacks.Callback):
         self.seconds = seconds
         self.done = False
 
-    def _block(self, batch: int, logs: dict | None = None) -> None:
+    def _block(self) -> None:
         if not self.done:
             self.done = True
             print(f"injected slow {self.phase} step: {self.seconds:g} s", flush=True)
@@ -77,12 +78,12 @@ class InjectedSlowStep(keras.callbacks.Callback):
                 time.sleep(left)
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        if self.phase == "train":
-            self._block(batch)
+        if self.phase == "train" and batch == 1:
+            self._block()
 
     def on_test_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         if self.phase == "val":
-            self._block(batch)
+            self._block()
 
 
 def slow_step_injection() -> list[keras.callbacks.Callback]:

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TextIO
 
 import keras
 import optuna
@@ -42,7 +43,7 @@ class InterruptWatch:
     two threads acts on the signal first owns the hand-back; the other leaves it alone.
     """
 
-    def __init__(self, stop_within: float = STOP_WITHIN, stream=None) -> None:
+    def __init__(self, stop_within: float = STOP_WITHIN, stream: TextIO | None = None) -> None:
         self.signal_number: int | None = None
         self.first_at = 0.0
         self.stop_within = stop_within

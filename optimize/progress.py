@@ -54,7 +54,8 @@ class EpochProgress(keras.callbacks.Callback):
     """The running trial's epochs: one rewritten line on a terminal, a line every 30 s in a log file.
 
     An epoch that lasts longer than `IN_EPOCH_AFTER` seconds also shows its batches on that line:
-    batches done, images per second, and the time left for the epoch and (at most) for the trial.
+    batches done, images per second, and the time left for the epoch and (at most) for the trial, timed
+    from the end of the epoch's first batch (which, in a trial's first epoch, includes compilation).
     """
 
     def __init__(self, trial_number: int, max_epochs: int, stream: TextIO, images_per_step: int = 1) -> None:
@@ -69,59 +70,64 @@ class EpochProgress(keras.callbacks.Callback):
         self.last_batches_print = float("-inf")
         self.epoch = 0
         self.epoch_started = time.monotonic()
-        self.last_epoch_seconds: float | None = None
-        self.validation_started: float | None = None
+        self.first_batch_ended = self.epoch_started
+        self.validation_started = time.monotonic()
         self.last_validation_seconds = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
         self.epoch_started = time.monotonic()
-        self.validation_started = None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        now = time.monotonic()
+        if batch == 0:
+            self.first_batch_ended = now
+        if not self.batches_due():
+            return
         steps = (self.params or {}).get("steps") or 0
-        elapsed = time.monotonic() - self.epoch_started
         done = batch + 1
-        seconds_per_step = elapsed / done
-        epoch_left = (steps - done) * seconds_per_step + self.last_validation_seconds if steps else None
-        self.show_batches(
-            f"batch {done}/{steps or '?'}  {self.images_per_step / seconds_per_step:.1f} img/s", epoch_left
-        )
+        if done == 1:  # no speed yet: the first batch of a trial also compiles the training step
+            self.show_batches(f"batch 1/{steps or '?'}")
+            return
+        seconds_per_step = (now - self.first_batch_ended) / (done - 1)
+        progress = f"batch {done}/{steps or '?'}  {self.images_per_step / seconds_per_step:.1f} img/s"
+        if steps:
+            epoch = steps * seconds_per_step + self.last_validation_seconds
+            epoch_left = (steps - done) * seconds_per_step + self.last_validation_seconds
+            trial_left = epoch_left + (self.max_epochs - self.epoch - 1) * epoch
+            progress += f"  epoch left {format_duration(epoch_left)}, trial left at most {format_duration(trial_left)}"
+        self.show_batches(progress)
 
     def on_test_begin(self, logs: dict | None = None) -> None:
         self.validation_started = time.monotonic()
 
     def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.validation_started is not None:
-            self.show_batches(f"validating, batch {batch + 1}", None)
+        if self.batches_due():
+            self.show_batches(f"validating, batch {batch + 1}")
 
     def on_test_end(self, logs: dict | None = None) -> None:
-        if self.validation_started is not None:
-            self.last_validation_seconds = time.monotonic() - self.validation_started
+        self.last_validation_seconds = time.monotonic() - self.validation_started
 
-    def show_batches(self, progress: str, epoch_left: float | None) -> None:
-        """The in-epoch line once the epoch has run `IN_EPOCH_AFTER` s, then every second (30 s in a log)."""
+    def batches_due(self) -> bool:
+        """Whether to show the in-epoch line now: once the epoch has run `IN_EPOCH_AFTER` s, then every
+        second on a terminal and every 30 s in a log."""
         now = time.monotonic()
         interval = IN_EPOCH_REFRESH if self.interactive else NON_TTY_EPOCH_INTERVAL
-        if now - self.epoch_started < IN_EPOCH_AFTER or now - self.last_batches_print < interval:
-            return
-        line = f"  trial {self.trial_number} epoch {self.epoch + 1}/{self.max_epochs}  {progress}"
-        if epoch_left is not None:
-            epoch_seconds = now - self.epoch_started + epoch_left
-            later_epochs = self.max_epochs - self.epoch - 1
-            trial_left = epoch_left + later_epochs * (self.last_epoch_seconds or epoch_seconds)
-            line += f"  epoch left {format_duration(epoch_left)}, trial left at most {format_duration(trial_left)}"
-        self.write(line)
-        self.last_batches_print = self.last_print = now
+        return now - self.epoch_started >= IN_EPOCH_AFTER and now - self.last_batches_print >= interval
+
+    def show_batches(self, progress: str) -> None:
+        """Write the in-epoch line with `progress`: batches done, speed and time left."""
+        self.write(f"  trial {self.trial_number} epoch {self.epoch + 1}/{self.max_epochs}  {progress}")
+        self.last_batches_print = self.last_print = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
-        self.last_epoch_seconds = time.monotonic() - self.epoch_started
+        epoch_seconds = time.monotonic() - self.epoch_started
         value = float(logs.get("val_jaccard", float("nan")))
         self.best = max(self.best, value) if value == value else self.best
         line = (
             f"  trial {self.trial_number} epoch {epoch + 1}/{self.max_epochs}  loss {logs.get('loss', 0):.4f}  "
-            f"val_jaccard {value:.4f} (best {self.best:.4f})  {self.last_epoch_seconds:.1f} s/epoch"
+            f"val_jaccard {value:.4f} (best {self.best:.4f})  {epoch_seconds:.1f} s/epoch"
         )
         if self.interactive or time.monotonic() - self.last_print >= NON_TTY_EPOCH_INTERVAL:
             self.write(line)

@@ -22,7 +22,7 @@ def test_a_slow_epoch_shows_its_batches_in_a_log(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     batch_line = re.compile(
-        r"^  trial 0 epoch 1/2  batch 1/2  [\d.]+ img/s  epoch left \d+ s, trial left at most \d+ s$", re.MULTILINE
+        r"^  trial 0 epoch 1/2  batch 2/2  [\d.]+ img/s  epoch left \d+ s, trial left at most \d+ s$", re.MULTILINE
     )
     assert batch_line.search(result.stdout), result.stdout
     assert "\r" not in result.stdout and "\x1b" not in result.stdout
@@ -33,17 +33,32 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_a_terminal_gets_one_rewritten_line():
-    terminal = Terminal()
+def started_epoch(terminal: Terminal) -> EpochProgress:
     progress = EpochProgress(trial_number=3, max_epochs=10, stream=terminal, images_per_step=8)
     progress.set_params({"steps": 4, "epochs": 10, "verbose": 0})
     progress.on_epoch_begin(0)
-    progress.epoch_started -= 5  # as if the first batch had taken five seconds
-    progress.on_train_batch_end(0)
-    progress.on_train_batch_end(1)  # within a second of the last line: not shown
+    return progress
+
+
+def test_a_terminal_gets_one_rewritten_line():
+    terminal = Terminal()
+    progress = started_epoch(terminal)
+    progress.on_train_batch_end(0)  # within IN_EPOCH_AFTER of the epoch's start: not shown
+    progress.epoch_started -= 7  # as if the first batch had taken two seconds and the second five
+    progress.first_batch_ended -= 5
+    progress.on_train_batch_end(1)
+    progress.on_train_batch_end(2)  # within a second of the last line: not shown
     shown = terminal.getvalue()
-    assert shown.startswith("\r  trial 3 epoch 1/10  batch 1/4  1.6 img/s  epoch left 15 s, trial left at most 3 min")
+    assert shown.startswith("\r  trial 3 epoch 1/10  batch 2/4  1.6 img/s  epoch left 10 s, trial left at most 3 min")
     assert shown.count("\r") == 1 and shown.endswith("\x1b[K")
+
+
+def test_a_first_batch_that_compiled_gives_no_speed():
+    terminal = Terminal()
+    progress = started_epoch(terminal)
+    progress.epoch_started -= 5  # the first batch took five seconds, most of them compiling
+    progress.on_train_batch_end(0)
+    assert terminal.getvalue() == "\r  trial 3 epoch 1/10  batch 1/4\x1b[K"
 
 
 def test_durations_read_as_a_person_says_them():
