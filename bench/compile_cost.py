@@ -52,9 +52,9 @@ USERS_IMAGES = 86
 def child(args: argparse.Namespace) -> None:
     """Run the named trials in this process and print one JSON line per trial."""
     from data import make_microbeads, stratified_split
-    from optimize.compile_cache import enable_compile_cache
-    from optimize.settings import TrainSettings
-    from optimize.train import train
+    from optimize.search.settings import TrainSettings
+    from optimize.training.compile_cache import enable_compile_cache
+    from optimize.training.train import train
 
     if args.cache_dir:
         enable_compile_cache(Path(args.cache_dir))

@@ -38,8 +38,8 @@ from _common import (
 )
 from optuna.trial import TrialState
 
-from optimize.config import load_config
-from optimize.history import stored_history
+from optimize.results.record import stored_history
+from optimize.search.config import load_config
 
 SMOKE_CONFIG = """
 description = "packing smoke test"

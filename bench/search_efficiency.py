@@ -29,11 +29,11 @@ import keras  # noqa: E402
 import optuna  # noqa: E402
 from _common import add_output_args, describe_machine, markdown_table, median, publish  # noqa: E402
 
-from optimize.config import StudyConfig, parse_config  # noqa: E402
-from optimize.dataset import StudyData, load_study_data  # noqa: E402
-from optimize.history import stored_history  # noqa: E402
-from optimize.objective import Objective  # noqa: E402
-from optimize.study import DIRECTION, make_pruner, make_sampler  # noqa: E402
+from optimize.results.record import stored_history  # noqa: E402
+from optimize.search.config import StudyConfig, parse_config  # noqa: E402
+from optimize.search.study import DIRECTION, make_pruner, make_sampler  # noqa: E402
+from optimize.training.dataset import StudyData, load_study_data  # noqa: E402
+from optimize.workers.objective import Objective  # noqa: E402
 
 USERS_LOSSES = ("dice", "focal", "tversky", "focal_tversky", "combined", "combined_tversky")
 

@@ -33,9 +33,9 @@ import sqlalchemy
 from _common import add_output_args, describe_machine, markdown_table, publish
 from sqlalchemy.engine import make_url
 
-from optimize.config import PrunerConfig
+from optimize.search.config import PrunerConfig
+from optimize.search.study import DIRECTION, make_pruner
 from optimize.storage import open_storage
-from optimize.study import DIRECTION, make_pruner
 
 STORAGES = ("inmemory", "sqlite", "postgresql", "mariadb", "journal")
 SERVERS = {

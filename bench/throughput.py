@@ -40,9 +40,9 @@ from flops import TRAIN_FACTOR, forward_flops  # noqa: E402
 import losses  # noqa: E402
 import models  # noqa: E402
 from data import make_microbeads, stratified_split  # noqa: E402
-from optimize.history import EpochHistory  # noqa: E402
-from optimize.settings import TrainSettings  # noqa: E402
-from optimize.train import build_model, dtype_policy, make_optimizer, train  # noqa: E402
+from optimize.search.settings import TrainSettings  # noqa: E402
+from optimize.training.history import EpochHistory  # noqa: E402
+from optimize.training.train import build_model, dtype_policy, make_optimizer, train  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.0
 CPU_FP32_FLOPS_PER_CYCLE = 32  # AVX2: two 256-bit FMA units × 8 float32 lanes × 2 FLOPs

@@ -16,8 +16,8 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
-from .config import MAX_SEED, MIN_SYNTHETIC_SIZE
-from .errors import UsageError, UserError
+from optimize.errors import UsageError, UserError
+from optimize.search.config import MAX_SEED, MIN_SYNTHETIC_SIZE
 
 DEFAULT_DASHBOARD_PORT = 8080
 PATH_ERROR_EXIT = 2
@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .run import RunOptions, run_worker
+    from optimize.workers.worker import RunOptions, run_worker
 
     options = RunOptions(
         study=args.study,
@@ -244,8 +244,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--trials-per-gpu {args.trials_per_gpu} needs --gpus; without GPUs use --workers N")
     if not args.gpus and (args.workers or 1) == 1:
         return run_worker(options)
-    from .config import load_config
-    from .workers import plan_workers, run_workers
+    from optimize.search.config import load_config
+    from optimize.workers.pool import plan_workers, run_worker_pool
 
     load_config(args.study)  # a config error ends the command here, once, not in every worker
     trials_per_gpu = args.trials_per_gpu or 1
@@ -255,11 +255,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"--seed {args.seed}: worker {len(plan) - 1} would use seed {args.seed + len(plan) - 1}, "
             f"above {MAX_SEED}; use at most {MAX_SEED - len(plan) + 1}"
         )
-    return run_workers(options.worker_args(), plan, shared_gpu=trials_per_gpu > 1, stream=sys.stdout)
+    return run_worker_pool(options.worker_args(), plan, shared_gpu=trials_per_gpu > 1, stream=sys.stdout)
 
 
 def cmd_export_best(args: argparse.Namespace) -> int:
-    from .export import export_best
+    from optimize.results.export import export_best
 
     study, url = existing_study(args)
     out = export_best(study, url, args.out)
@@ -268,7 +268,7 @@ def cmd_export_best(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from optimize.results.report import write_report
 
     study, url = existing_study(args)
     out = write_report(study, url, args.out)
@@ -278,7 +278,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from .dashboard import serve_dashboard
+    from optimize.results.dashboard import serve_dashboard
 
     study, url = existing_study(args)
     serve_dashboard(study._storage, study.study_name, args.host, args.port)
@@ -286,7 +286,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import status_text
+    from optimize.results.status import status_text
 
     study, _ = existing_study(args)
     print(status_text(study))
@@ -314,8 +314,8 @@ def cmd_make_data(args: argparse.Namespace) -> int:
 
 def existing_study(args: argparse.Namespace):
     """The study named by `--study` in the resolved storage, opened read-only: these commands never write it."""
-    from .storage import open_storage, resolve_url
-    from .study import load_existing_study
+    from optimize.search.study import load_existing_study
+    from optimize.storage import open_storage, resolve_url
 
     name = study_name(args)
     url = resolve_url(name, args.storage)
@@ -329,7 +329,7 @@ def study_name(args: argparse.Namespace) -> str:
 
 def check_storage_option(args: argparse.Namespace) -> None:
     """Refuse an unusable storage URL or path (`--storage`, `$OPTIMIZE_STORAGE`) before Keras and the data load."""
-    from .storage import check_url, resolve_url
+    from optimize.storage import check_url, resolve_url
 
     check_url(resolve_url(study_name(args), args.storage))
 
@@ -388,7 +388,7 @@ def positive_seconds(text: str) -> float:
 def gpu_selection(text: str) -> list[str]:
     """The GPUs `--gpus` names: distinct indices like `0,1`, or `all-visible`; each must be visible to this
     job, checked while parsing so that a typo never falls back to the CPU or starts a worker."""
-    from .workers import ALL_VISIBLE, choose_gpus
+    from optimize.workers.pool import ALL_VISIBLE, choose_gpus
 
     requested = None
     if text != ALL_VISIBLE:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import UsageError
+from optimize.errors import UsageError
 
 
 def make_output_folder(path: Path) -> Path:

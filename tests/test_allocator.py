@@ -8,7 +8,7 @@ import sys
 CHURN = """
 import resource, sys
 import numpy as np
-from optimize.allocator import keep_freed_memory
+from optimize.training.allocator import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(20):  # a step: its activations (10 buffers of 8 MiB) allocated, then all freed

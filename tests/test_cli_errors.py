@@ -29,7 +29,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optimize.errors import StorageError
 from optimize.storage import open_storage
 from tests.conftest import OPTIMIZE, run_cli
-from tests.test_dashboard import free_port, get_json
+from tests.helpers import free_port, get_json
 
 PASSWORD = "s3cret-pw"
 NOBODY = 65534

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from optimize.cli import main
-from optimize.run import export_command, trial_counts
+from optimize.workers.worker import export_command, trial_counts
 from tests.conftest import OPTIMIZE, run_cli, write_tiny_study
 
 

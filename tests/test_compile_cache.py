@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from optimize.compile_cache import enable_compile_cache, resolve_cache_dir
 from optimize.errors import UserError
-from optimize.run import RunOptions
+from optimize.training.compile_cache import enable_compile_cache, resolve_cache_dir
+from optimize.workers.worker import RunOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +57,7 @@ def test_a_second_process_loads_the_compiled_program_from_the_cache(tmp_path):
         from pathlib import Path
         import jax, jax.numpy as jnp
         from jax._src import monitoring
-        from optimize.compile_cache import enable_compile_cache
+        from optimize.training.compile_cache import enable_compile_cache
 
         enable_compile_cache(Path(sys.argv[1]))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from optimize.config import load_config, parse_config
 from optimize.errors import ConfigError
-from optimize.settings import TrainSettings
+from optimize.search.config import load_config, parse_config
+from optimize.search.settings import TrainSettings
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 

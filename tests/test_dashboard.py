@@ -10,11 +10,8 @@ import fcntl
 import json
 import os
 import select
-import shutil
-import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import optuna
@@ -23,49 +20,22 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 from PIL import Image, ImageStat
 
-from optimize.history import HISTORY_ATTR, history_columns, store_history
+from optimize.results.record import HISTORY_ATTR, history_columns, store_history
 from tests.conftest import OPTIMIZE
-from tests.test_history_storage import made_rows
+from tests.helpers import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    chromium,
+    dump_dom,
+    free_port,
+    get_json,
+    made_rows,
+    needs_chromium,
+    uncaught_errors,
+)
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="headless Chromium not found: apt-get install chromium (.ci/run installs it)"
-)
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-logging=stderr",
-    "--v=0",
-)
 WINDOW = (1280, 900)
 """The browser window the trial pages must fit: a laptop screen."""
-
-
-def chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess:
-    """Headless Chromium on `url` with a fresh profile; the page's console errors go to stderr."""
-    return subprocess.run(
-        [CHROMIUM, *CHROMIUM_FLAGS, "--virtual-time-budget=10000", f"--user-data-dir={profile}", *extra, url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def dump_dom(url: str, profile: Path) -> tuple[str, str]:
-    """The DOM after scripts ran, and Chromium's stderr (where "Uncaught ..." console errors appear)."""
-    result = chromium(url, profile, "--dump-dom")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout, result.stderr
-
-
-def uncaught_errors(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if "Uncaught" in line]
 
 
 def screenshot(url: str, profile: Path, path: Path) -> Image.Image:
@@ -169,17 +139,6 @@ def devtools(profile: Path):
         yield browser
     finally:
         browser.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
 
 
 @contextlib.contextmanager

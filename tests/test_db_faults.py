@@ -25,8 +25,8 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
-from optimize.config import FaultConfig
-from optimize.history import stored_history
+from optimize.results.record import stored_history
+from optimize.search.config import FaultConfig
 from optimize.storage import open_storage
 from tests.conftest import OPTIMIZE, POSTGRES_ADMIN, write_tiny_study
 

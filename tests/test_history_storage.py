@@ -16,22 +16,13 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from optimize.cli import main
-from optimize.history import HISTORY_ATTR, HISTORY_COLUMNS, history_columns, store_history
-from optimize.objective import history_summary
+from optimize.results.record import HISTORY_ATTR, HISTORY_COLUMNS, history_columns, store_history
+from optimize.workers.objective import history_summary
+from tests.helpers import made_rows
 
 DISTRIBUTIONS = {"learning_rate": FloatDistribution(1e-5, 1e-2, log=True)}
 TRIALS = ((TrialState.COMPLETE, 12, 0.8), (TrialState.COMPLETE, 12, 0.6), (TrialState.PRUNED, 4, 0.3))
 """(state, epochs, peak val Jaccard) of each trial of the studies written here."""
-
-
-def made_rows(epochs: int, peak: float) -> list[dict[str, float]]:
-    """Rows as `EpochHistory` records them; epoch 3's val loss is NaN, as after a diverged batch."""
-    return [
-        {"epoch": epoch, "loss": 1 / (epoch + 1.3), "val_loss": math.nan if epoch == 3 else 1 / (epoch + 1.7)}
-        | {"jaccard": peak * (1 - 0.5**epoch) + 0.05, "val_jaccard": peak * (1 - 0.5**epoch)}
-        | {"lr": 1e-3 * 0.97**epoch, "seconds": 1 + epoch / 7}
-        for epoch in range(1, epochs + 1)
-    ]
 
 
 ROWS = [made_rows(epochs, peak) for _, epochs, peak in TRIALS]

@@ -20,6 +20,7 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from tests.conftest import OPTIMIZE, ROOT, write_tiny_study
+from tests.helpers import free_port
 
 PBS = ROOT / "pbs"
 SCRIPTS = sorted(PBS.glob("*.pbs"))
@@ -170,12 +171,6 @@ def test_dashboard_prints_the_tunnel(tmp_path):
     result = run_script("dashboard.pbs", {**env, "DASHBOARD_HOST": "0.0.0.0", "DASHBOARD_PORT": "8090"})
     assert "--host 0.0.0.0 --port 8090" in result.stdout
     assert re.search(r"ssh -N -L 8090:\S+:8090 \S+@login1$", result.stdout, re.MULTILINE), result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def port_open(port: int) -> bool:

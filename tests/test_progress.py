@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import re
 
-from optimize.progress import EpochProgress, format_duration
+from optimize.results.formatting import format_duration
+from optimize.workers.progress import EpochProgress
 from tests.conftest import run_cli, write_tiny_study
 
 

@@ -17,10 +17,10 @@ from optuna.trial import TrialState
 from scipy import stats
 
 from optimize.cli import main
-from optimize.history import HISTORY_ATTR, history_columns
-from optimize.objective import history_summary
-from optimize.report import write_report
-from tests.test_dashboard import dump_dom, needs_chromium, uncaught_errors
+from optimize.results.record import HISTORY_ATTR, history_columns
+from optimize.results.report import write_report
+from optimize.workers.objective import history_summary
+from tests.helpers import dump_dom, needs_chromium, uncaught_errors
 
 SECTIONS = (
     "Summary",

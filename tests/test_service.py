@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optimize.cli import main
-from optimize.history import stored_history
+from optimize.results.record import stored_history
 from tests.conftest import run_cli, write_tiny_study
 
 OPTUNA_CLI = str(Path(sys.executable).parent / "optuna")

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from optimize.interrupt import STOP_WITHIN
+from optimize.workers.interrupt import STOP_WITHIN
 from tests.conftest import OPTIMIZE, write_tiny_study
 
 

@@ -9,8 +9,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from optimize.config import FaultConfig
 from optimize.errors import StorageError
+from optimize.search.config import FaultConfig
 from optimize.storage import describe, open_storage, redact, resolve_url, storage_kind
 from tests.conftest import run_cli
 
@@ -57,22 +57,12 @@ def test_cli_exit_code_2_without_password(studies):
 
 def join_at_once(url: str, barrier, rank: int) -> None:
     """One process: wait for the others, then create-or-join the study and run one trial."""
-    from optimize.study import open_study
-    from tests.test_storage import racing_config
+    from optimize.search.study import open_study
+    from tests.helpers import racing_config
 
     barrier.wait()
     study = open_study(racing_config(), open_storage(url, FaultConfig(heartbeat_interval=5)), rank=rank)
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
-
-
-def racing_config():
-    import tomllib
-    from pathlib import Path
-
-    from optimize.config import parse_config
-
-    text = "[data]\ndir = 'x'\n[search]\nlearning_rate = { low = 1e-4, high = 1e-2 }\n"
-    return parse_config(tomllib.loads(text), path=Path("race.toml"), text=text)
 
 
 def test_four_processes_create_and_join_at_the_same_instant(server_url):

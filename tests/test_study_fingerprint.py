@@ -24,11 +24,11 @@ from optuna.trial import TrialState
 
 from data import write_microbeads
 from optimize.cli import build_parser, existing_study, main
-from optimize.config import parse_config
-from optimize.dataset import load_study_data
-from optimize.fingerprint import StudyMismatchError, differences, refusal, safe_changes, study_fingerprint
+from optimize.search.config import parse_config
+from optimize.search.fingerprint import StudyMismatchError, differences, refusal, safe_changes, study_fingerprint
+from optimize.search.study import OBJECTIVE, create_or_join, record_study_attrs
 from optimize.storage import open_storage
-from optimize.study import OBJECTIVE, create_or_join, record_study_attrs
+from optimize.training.dataset import load_study_data
 from tests.conftest import OPTIMIZE, TINY_STUDY, run_cli
 
 SYNTHETIC = "[data.synthetic]\nn_images = 24\nsize = 32\nseed = 1\n"

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from data import make_microbeads, stratified_split
-from optimize.history import HISTORY_COLUMNS, EpochHistory
-from optimize.settings import TrainSettings
-from optimize.train import make_optimizer, train
+from optimize.results.record import HISTORY_COLUMNS
+from optimize.search.settings import TrainSettings
+from optimize.training.history import EpochHistory
+from optimize.training.train import make_optimizer, train
 
 
 def split(n_images: int, size: int, seed: int = 0):

@@ -13,11 +13,11 @@ import optuna
 from optuna.trial import TrialState
 
 from optimize.cli import main
-from optimize.config import load_config
-from optimize.dataset import load_study_data
-from optimize.history import stored_history
-from optimize.objective import Objective
-from optimize.workers import CPU_THREAD_VARIABLES, plan_workers, split_trials, worker_env
+from optimize.results.record import stored_history
+from optimize.search.config import load_config
+from optimize.training.dataset import load_study_data
+from optimize.workers.objective import Objective
+from optimize.workers.pool import CPU_THREAD_VARIABLES, plan_workers, split_trials, worker_env
 from tests.conftest import OPTIMIZE, write_tiny_study
 
 

@@ -1,0 +1,22 @@
+"""How values look where a person reads them: parameters, numbers and durations, one way everywhere."""
+
+from __future__ import annotations
+
+
+def format_params(params: dict) -> str:
+    return " ".join(f"{name}={format_value(value)}" for name, value in params.items())
+
+
+def format_value(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_duration(seconds: float) -> str:
+    """'40 s', '12 min' or '3.5 h': as precise as a person watching needs."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

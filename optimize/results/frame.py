@@ -1,0 +1,92 @@
+"""Read a study's results back from storage as tables: what export, status and report share."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from optimize.errors import ConfigError
+from optimize.results.record import HISTORY_COLUMNS, stored_history
+from optimize.search.config import StudyConfig, parse_config
+
+SUMMARY_COLUMNS = (
+    "best_epoch",
+    "epochs_run",
+    "final_val_jaccard",
+    "stability",
+    "train_val_gap",
+    "param_count",
+    "train_seconds",
+    "reason",
+    "worker",
+)
+
+
+def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
+    """One row per trial: COMPLETE trials by value first, then the others by the best val Jaccard they reached.
+
+    Columns: number, state, value (Optuna's), val_jaccard (best reached), every parameter, the summary attrs.
+    """
+    rows = []
+    for trial in trials:
+        row = {
+            "number": trial.number,
+            "state": trial.state.name,
+            "value": trial.value,
+            "val_jaccard": trial_value(trial),
+        }
+        row.update(trial.params)
+        row.update({key: trial.user_attrs.get(key) for key in SUMMARY_COLUMNS})
+        row["duration_seconds"] = trial.duration.total_seconds() if trial.duration else None
+        row["retry_of"] = trial.system_attrs.get("failed_trial")
+        row["started"] = trial.datetime_start
+        row["finished"] = trial.datetime_complete
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame["complete"] = frame["state"] == TrialState.COMPLETE.name
+    frame = frame.sort_values(
+        ["complete", "val_jaccard", "number"], ascending=[False, False, True], na_position="last"
+    ).drop(columns="complete")
+    frame.insert(0, "rank", range(1, len(frame) + 1))
+    return frame.reset_index(drop=True)
+
+
+def trial_value(trial: FrozenTrial) -> float | None:
+    """The trial's val Jaccard: its value when COMPLETE, else the best epoch it reached."""
+    if trial.state == TrialState.COMPLETE:
+        return trial.value
+    best = trial.user_attrs.get("best_val_jaccard")
+    if best is not None:
+        return best
+    values = [v for v in trial.intermediate_values.values() if v == v]
+    return max(values) if values else None
+
+
+def history_frame(trial: FrozenTrial) -> pd.DataFrame:
+    """The trial's per-epoch history; for a trial killed before storing it, its reported values."""
+    history = stored_history(trial)
+    if history is not None:
+        return pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
+    steps = sorted(trial.intermediate_values)
+    frame = pd.DataFrame({column: [None] * len(steps) for column in HISTORY_COLUMNS})
+    frame["epoch"] = steps
+    frame["val_jaccard"] = [trial.intermediate_values[step] for step in steps]
+    return frame
+
+
+def stored_config(study: optuna.Study) -> StudyConfig | None:
+    """The config the study ran with, parsed from its stored text; None when absent or no longer valid."""
+    text = study.user_attrs.get("config_toml")
+    if not text:
+        return None
+    try:
+        path = Path(study.user_attrs.get("config_file", f"{study.study_name}.toml"))
+        return parse_config(tomllib.loads(text), path=path, text=text)
+    except (ConfigError, tomllib.TOMLDecodeError, ValueError):
+        return None

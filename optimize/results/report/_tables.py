@@ -1,0 +1,327 @@
+"""The report's numbers: pure computations over the study's trials, returned as DataFrames."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+from scipy import stats
+
+from optimize.results.formatting import format_value
+from optimize.results.frame import stored_config, trials_frame
+from optimize.search.config import ParamSpec, StudyConfig
+
+IMPACT_STATES = (TrialState.COMPLETE.name, TrialState.PRUNED.name)
+MAX_LEVELS = 6
+MAX_BINS = 4
+ALPHA = 0.05
+HEATMAP_PARAMS = ("learning_rate", "batch_size")
+PRUNED_AT = re.compile(r"pruned at epoch (\d+)")
+HEARTBEAT_LOST = "worker lost (heartbeat)"
+UNRECORDED_WORKER = "unrecorded"
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report reads from the database, once."""
+
+    trials: list[FrozenTrial]
+    frame: pd.DataFrame
+    config: StudyConfig | None
+    params: list[str]
+    specs: dict[str, ParamSpec]
+
+    @property
+    def scored(self) -> pd.DataFrame:
+        """COMPLETE and PRUNED trials with a val Jaccard: the ones the impact statistics use."""
+        if self.frame.empty:
+            return self.frame
+        return self.frame[self.frame["state"].isin(IMPACT_STATES) & self.frame["val_jaccard"].notna()]
+
+    @property
+    def complete(self) -> pd.DataFrame:
+        if self.frame.empty:
+            return self.frame
+        return self.frame[self.frame["state"] == TrialState.COMPLETE.name]
+
+    @property
+    def max_epochs(self) -> int | None:
+        return self.config.training.max_epochs if self.config else None
+
+
+def study_data(study: optuna.Study) -> ReportData:
+    """Read the trials, the stored config and the searched parameter names (config order, then any others)."""
+    trials = study.get_trials(deepcopy=False)
+    config = stored_config(study)
+    specs = {spec.name: spec for spec in config.search} if config else {}
+    seen = [name for trial in trials for name in trial.params]
+    params = [name for name in specs if name in seen] + sorted(set(seen) - set(specs))
+    return ReportData(trials, trials_frame(trials), config, params, specs)
+
+
+def state_counts(trials: list[FrozenTrial]) -> pd.DataFrame:
+    counts = Counter(trial.state.name for trial in trials)
+    rows = [(state.name, counts[state.name]) for state in TrialState if counts[state.name]]
+    return pd.DataFrame(rows + [("total", len(trials))], columns=["state", "trials"])
+
+
+def enqueued_table(data: ReportData) -> pd.DataFrame:
+    """The enqueued baseline configurations and how each did against the best COMPLETE trial."""
+    frame = data.frame
+    if frame.empty:
+        return frame
+    numbers = {trial.number for trial in data.trials if trial.user_attrs.get("enqueued")}
+    rows = frame[frame["number"].isin(numbers)]
+    best = data.complete["val_jaccard"].max()
+    table = rows[["rank", "number", "state", *data.params, "val_jaccard", "best_epoch", "epochs_run"]].copy()
+    table["minus_best"] = table["val_jaccard"] - best
+    return table.reset_index(drop=True)
+
+
+def top_table(data: ReportData, n: int = 5) -> pd.DataFrame:
+    """The first `n` trials in `trials_frame` order (COMPLETE by value, then the others by val Jaccard)."""
+    frame = data.frame
+    if frame.empty:
+        return frame
+    rows = frame[frame["val_jaccard"].notna()].head(n)
+    columns = ["rank", "number", "state", *data.params, "val_jaccard", "best_epoch", "epochs_run", "final_val_jaccard"]
+    return rows[columns].reset_index(drop=True)
+
+
+def value_groups(values: pd.Series, spec: ParamSpec | None) -> pd.Series:
+    """Each trial's group label for one parameter, as an ordered categorical.
+
+    Categorical parameters and numbers with few distinct values are grouped as they are; other numbers
+    go into up to four quantile bins, computed on log10 values for log-scaled ranges.
+    """
+    present = values.dropna()
+    numeric = pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present)
+    if not numeric or present.nunique() <= MAX_LEVELS or (spec is not None and spec.is_categorical):
+        order = list(spec.choices) if spec is not None and spec.is_categorical else []
+        order += sorted((value for value in present.unique() if value not in order), key=None if numeric else str)
+        labels = {value: format_value(value) for value in order}
+        categories = list(dict.fromkeys(labels.values()))
+        return pd.Series(pd.Categorical(values.map(labels), categories=categories, ordered=True), index=values.index)
+    log = bool(spec.log) if spec is not None else bool((present > 0).all() and present.max() / present.min() > 100)
+    scale = np.log10(values.astype(float)) if log else values.astype(float)
+    edges = np.unique(np.quantile(scale.dropna(), np.linspace(0, 1, min(MAX_BINS, present.nunique()) + 1)))
+    bounds = 10**edges if log else edges
+    labels = [f"{lo:.3g}–{hi:.3g}" for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    return pd.cut(scale, edges, labels=labels, include_lowest=True, ordered=True)
+
+
+def impact_table(data: ReportData) -> pd.DataFrame:
+    """Per parameter and group: mean, std, best and count of val Jaccard over COMPLETE + PRUNED trials."""
+    scored = data.scored
+    parts = []
+    for name in data.params:
+        rows = scored[scored[name].notna()] if name in scored else scored.iloc[0:0]
+        if rows.empty:
+            continue
+        groups = value_groups(rows[name], data.specs.get(name))
+        summary = rows["val_jaccard"].groupby(groups, observed=True).agg(["mean", "std", "max", "count"])
+        summary = summary.rename(columns={"max": "best"}).rename_axis("value").reset_index()
+        summary.insert(0, "parameter", name)
+        summary["value"] = summary["value"].astype(str)
+        parts.append(summary)
+    if not parts:
+        return pd.DataFrame(columns=["parameter", "value", "mean", "std", "best", "count"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def anova_table(data: ReportData) -> pd.DataFrame:
+    """One-way ANOVA of val Jaccard across each parameter's groups (groups of at least two trials)."""
+    scored = data.scored
+    rows = []
+    for name in data.params:
+        present = scored[scored[name].notna()] if name in scored else scored.iloc[0:0]
+        samples = []
+        if not present.empty:
+            groups = present["val_jaccard"].groupby(value_groups(present[name], data.specs.get(name)), observed=True)
+            samples = [group.to_numpy(float) for _, group in groups if len(group) >= 2]
+        f_value = p_value = math.nan
+        if len(samples) >= 2:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = stats.f_oneway(*samples)
+            f_value, p_value = float(result.statistic), float(result.pvalue)
+        if len(samples) < 2:
+            note = "n/a: needs ≥ 2 groups with ≥ 2 trials"
+        elif not math.isfinite(p_value):
+            note = "n/a: no variation within the groups"
+        else:
+            note = f"significant (p ≤ {ALPHA})" if p_value <= ALPHA else f"not significant (p > {ALPHA})"
+        rows.append((name, len(samples), int(sum(len(s) for s in samples)), f_value, p_value, note))
+    return pd.DataFrame(rows, columns=["parameter", "groups", "trials", "F", "p", "result"])
+
+
+def importance_table(study: optuna.Study, data: ReportData) -> tuple[pd.DataFrame | None, str]:
+    """Optuna's PED-ANOVA parameter importances over COMPLETE trials, or why there are none."""
+    if len(data.complete) < 2:
+        return None, f"needs ≥ 2 COMPLETE trials (has {len(data.complete)})"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except Exception as error:  # Optuna raises several types on degenerate studies.
+        return None, f"Optuna could not compute importances: {type(error).__name__}: {error}"
+    table = pd.DataFrame(list(importances.items()), columns=["parameter", "importance"])
+    return table, f"PED-ANOVA over {len(data.complete)} COMPLETE trials"
+
+
+def curve_trials(data: ReportData) -> tuple[FrozenTrial | None, FrozenTrial | None]:
+    """The best trial (rank 1) and the worst one: the worst COMPLETE trial, or with fewer than two, the worst PRUNED."""
+    by_number = {trial.number: trial for trial in data.trials}
+    scored = data.scored
+    scored = scored[scored["epochs_run"].fillna(0) > 0] if not scored.empty else scored
+    if scored.empty:
+        return None, None
+    others = scored.iloc[1:]
+    complete = others[others["state"] == TrialState.COMPLETE.name]
+    others = complete if not complete.empty else others
+    worst = by_number[int(others.loc[others["val_jaccard"].idxmin(), "number"])] if not others.empty else None
+    return by_number[int(scored.iloc[0]["number"])], worst
+
+
+def convergence_table(data: ReportData) -> pd.DataFrame:
+    """Best epoch, val Jaccard, Jaccard per epoch, stability and train–val gap of each scored trial."""
+    columns = ["number", "state", "best_epoch", "epochs_run", "val_jaccard", "stability", "train_val_gap"]
+    scored = data.scored
+    if scored.empty:
+        return pd.DataFrame(columns=[*columns, "jaccard_per_epoch"])
+    table = scored[scored["best_epoch"].notna()][columns].copy()
+    table["jaccard_per_epoch"] = table["val_jaccard"] / table["best_epoch"].astype(float)
+    return table.sort_values("number").reset_index(drop=True)
+
+
+def heatmap_table(data: ReportData) -> tuple[pd.DataFrame | None, list[str]]:
+    """Mean val Jaccard and stability per architecture × learning-rate group × batch size, or the missing params."""
+    missing = [name for name in HEATMAP_PARAMS if name not in data.params]
+    scored = data.scored
+    if missing or scored.empty:
+        return None, missing
+    rows = scored.copy()
+    rows["learning_rate"] = value_groups(rows["learning_rate"], data.specs.get("learning_rate"))
+    rows["batch_size"] = value_groups(rows["batch_size"], data.specs.get("batch_size"))
+    if "architecture" not in rows:
+        fixed = data.config.training.architecture if data.config else "fixed"
+        rows["architecture"] = fixed
+    keys = ["architecture", "learning_rate", "batch_size"]
+    table = rows.groupby(keys, observed=True).agg(
+        val_jaccard=("val_jaccard", "mean"), stability=("stability", "mean"), trials=("number", "count")
+    )
+    return table.reset_index(), []
+
+
+def asha_rungs(config: StudyConfig | None) -> list[int]:
+    """Epochs of the ASHA rungs up to max_epochs: rung k at min_resource · rf^(min_early_stopping_rate + k)."""
+    if config is None or config.pruner.kind != "asha":
+        return []
+    pruner, rungs = config.pruner, []
+    while True:
+        epoch = pruner.min_resource * pruner.reduction_factor ** (pruner.min_early_stopping_rate + len(rungs))
+        if epoch > config.training.max_epochs:
+            return rungs
+        rungs.append(epoch)
+
+
+def pruning_table(data: ReportData) -> pd.DataFrame:
+    """PRUNED trials per rung (every rung listed), per other epoch, and per other reason (nan, oom)."""
+    rungs = asha_rungs(data.config)
+    counts: Counter = Counter()
+    for trial in data.trials:
+        if trial.state != TrialState.PRUNED:
+            continue
+        reason = trial.user_attrs.get("reason") or "pruned"
+        match = PRUNED_AT.fullmatch(reason)
+        counts[("epoch", int(match.group(1))) if match else ("reason", reason)] += 1
+    rows = [(f"rung {k}", epoch, counts.pop(("epoch", epoch), 0)) for k, epoch in enumerate(rungs)]
+    rows += [("not a rung", epoch, n) for (kind, epoch), n in sorted(counts.items()) if kind == "epoch"]
+    rows += [(f"reason: {reason}", None, n) for (kind, reason), n in sorted(counts.items()) if kind == "reason"]
+    return pd.DataFrame(rows, columns=["stopped", "epoch", "trials"])
+
+
+def epochs_table(data: ReportData) -> pd.DataFrame | None:
+    """Epochs trained by COMPLETE and PRUNED trials against training each of them to max_epochs."""
+    if data.max_epochs is None:
+        return None
+    rows = []
+    for state in (TrialState.COMPLETE, TrialState.PRUNED):
+        trials = [trial for trial in data.trials if trial.state == state]
+        if trials:
+            run = sum(trial.user_attrs.get("epochs_run", len(trial.intermediate_values)) for trial in trials)
+            rows.append((state.name, len(trials), run, len(trials) * data.max_epochs))
+    table = pd.DataFrame(rows, columns=["state", "trials", "epochs_run", "epochs_at_max"])
+    if not table.empty:
+        table.loc[len(table)] = ["total", *table[["trials", "epochs_run", "epochs_at_max"]].sum()]
+    table["epochs_saved"] = table["epochs_at_max"] - table["epochs_run"]
+    table["saved_percent"] = 100 * table["epochs_saved"] / table["epochs_at_max"]
+    return table
+
+
+def timeline_table(data: ReportData) -> pd.DataFrame:
+    """Each started trial's worker ("host:pid"), host, state and start and end as stored."""
+    rows = []
+    for trial in data.trials:
+        if trial.datetime_start is None:
+            continue
+        worker = trial.user_attrs.get("worker") or UNRECORDED_WORKER
+        end = trial.datetime_complete or trial.datetime_start
+        rows.append((trial.number, worker, worker.rsplit(":", 1)[0], trial.state.name, trial.datetime_start, end))
+    table = pd.DataFrame(rows, columns=["number", "worker", "host", "state", "start", "end"])
+    table["seconds"] = (pd.to_datetime(table["end"]) - pd.to_datetime(table["start"])).dt.total_seconds()
+    return table
+
+
+def workers_table(timeline: pd.DataFrame) -> pd.DataFrame:
+    """Trials per worker and state, and the seconds each worker spent in trials."""
+    if timeline.empty:
+        return pd.DataFrame(columns=["worker", "trials", "seconds"])
+    counts = pd.crosstab(timeline["worker"], timeline["state"])
+    table = counts.assign(trials=counts.sum(axis=1), seconds=timeline.groupby("worker")["seconds"].sum())
+    return table.reset_index()
+
+
+def failures_table(data: ReportData) -> pd.DataFrame:
+    """FAIL trials, interrupted trials and retries: the reason and which trial retried which."""
+    retry_of = {trial.number: _retry_of(trial) for trial in data.trials}
+    retried_by: dict[int, list[int]] = {}
+    for number, original in retry_of.items():
+        if original is not None:
+            retried_by.setdefault(int(original), []).append(number)
+    rows = []
+    for trial in data.trials:
+        reason = trial.user_attrs.get("reason")
+        if trial.state != TrialState.FAIL and retry_of[trial.number] is None and reason != "interrupted":
+            continue
+        if trial.state == TrialState.FAIL and not reason:
+            reason = HEARTBEAT_LOST
+        rows.append(
+            (
+                trial.number,
+                trial.state.name,
+                reason or "",
+                trial.user_attrs.get("worker") or UNRECORDED_WORKER,
+                retry_of[trial.number],
+                ", ".join(map(str, retried_by.get(trial.number, []))),
+            )
+        )
+    return pd.DataFrame(rows, columns=["number", "state", "reason", "worker", "retry_of", "retried_by"])
+
+
+def _retry_of(trial: FrozenTrial) -> int | None:
+    """The trial this one repeats: after a heartbeat-detected failure or an interruption."""
+    candidates = (
+        trial.user_attrs.get("retry_of"),
+        trial.system_attrs.get("failed_trial"),
+        trial.user_attrs.get("requeued_from"),
+    )
+    return next((int(number) for number in candidates if number is not None), None)

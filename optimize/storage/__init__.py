@@ -1,0 +1,40 @@
+"""Where studies are stored: storage URLs and paths, opening them, and riding out a dropped database.
+
+`database` resolves `--storage` (SQLAlchemy URL, journal file or the default SQLite file under
+`studies/`), checks it before any work, and opens it read-only or for writing; `resilient` wraps a
+worker's storage so that a restart or failover of the database does not end its trial.
+"""
+
+from optimize.storage.database import (
+    Reconnector,
+    check_url,
+    default_url,
+    describe,
+    engine_kwargs,
+    is_journal,
+    is_transient,
+    open_storage,
+    parse_url,
+    reason,
+    redact,
+    resolve_url,
+    storage_kind,
+    with_retry,
+)
+
+__all__ = [
+    "Reconnector",
+    "check_url",
+    "default_url",
+    "describe",
+    "engine_kwargs",
+    "is_journal",
+    "is_transient",
+    "open_storage",
+    "parse_url",
+    "reason",
+    "redact",
+    "resolve_url",
+    "storage_kind",
+    "with_retry",
+]

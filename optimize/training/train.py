@@ -1,0 +1,170 @@
+"""Train one configuration: the unit of work of every trial, with no Optuna inside.
+
+Uses only `keras` and `keras.ops`, so the same code runs on TensorFlow and on JAX.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import losses
+import models
+from data import TrainingBatches
+from optimize.search.settings import TrainSettings
+from optimize.training.history import EpochHistory
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run tells the search."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_jaccard: float
+    epochs_run: int
+    param_count: int
+    train_seconds: float
+    diverged: bool = False
+
+
+def train(
+    settings: TrainSettings,
+    train_data: Arrays,
+    val_data: Arrays,
+    *,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    history: EpochHistory | None = None,
+    save_path: str | Path | None = None,
+    verbose: int = 0,
+) -> TrainResult:
+    """Build, compile and fit one model; return its per-epoch history and best validation Jaccard.
+
+    `history` lets the caller keep the epochs recorded so far when a callback in `callbacks`
+    raises (a pruner stopping the trial). `save_path` writes the best model as `.keras`.
+    """
+    history = history if history is not None else EpochHistory()
+    keras.utils.set_random_seed(settings.seed)
+    started = time.perf_counter()
+    with dtype_policy(settings.precision):
+        model = build_model(settings, input_shape=train_data[0].shape[1:])
+        batches = TrainingBatches(
+            *train_data,
+            settings.micro_batch_size,
+            augment=settings.augment,
+            drop_remainder=settings.drop_remainder,
+            seed=settings.seed,
+        )
+        model.compile(
+            optimizer=make_optimizer(settings, steps_per_epoch=len(batches)),
+            loss=losses.get(settings.loss),
+            metrics=losses.metrics(),
+            jit_compile=settings.jit_compile,
+            run_eagerly=settings.run_eagerly,
+        )
+        # Created lazily, the optimizer's variables would make TensorFlow trace the training step twice.
+        model.optimizer.build(model.trainable_variables)
+        fit_callbacks = [history, keras.callbacks.TerminateOnNaN(), *standard_callbacks(settings, save_path)]
+        model.fit(
+            batches,
+            validation_data=val_data,
+            validation_batch_size=settings.micro_batch_size,
+            epochs=settings.max_epochs,
+            callbacks=[*fit_callbacks, *callbacks],
+            verbose=verbose,
+        )
+    best_epoch, best_value = history.best("val_jaccard")
+    return TrainResult(
+        history=history.rows,
+        best_epoch=best_epoch,
+        best_val_jaccard=best_value,
+        epochs_run=len(history.rows),
+        param_count=model.count_params(),
+        train_seconds=time.perf_counter() - started,
+        diverged=has_diverged(history.rows),
+    )
+
+
+def build_model(settings: TrainSettings, input_shape: tuple[int, ...]) -> keras.Model:
+    """The architecture named in `settings`, sized for `input_shape`."""
+    return models.build(
+        settings.architecture,
+        input_shape=tuple(input_shape),
+        base_filters=settings.base_filters,
+        depth=settings.depth,
+        dropout=settings.dropout,
+        norm=settings.norm,
+    )
+
+
+def make_optimizer(settings: TrainSettings, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam with the configured clipping, gradient accumulation and cosine schedule.
+
+    `steps_per_epoch` counts micro-batches, as the optimizer's iteration counter does.
+    """
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = settings.learning_rate
+    if settings.schedule == "cosine":
+        warmup_steps = settings.warmup_epochs * steps_per_epoch
+        total_steps = settings.max_epochs * steps_per_epoch
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=settings.learning_rate / 10 if warmup_steps else settings.learning_rate,
+            decay_steps=max(total_steps - warmup_steps, 1),
+            alpha=0.01,
+            warmup_target=settings.learning_rate if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
+    accumulation = settings.gradient_accumulation_steps
+    return keras.optimizers.Adam(
+        learning_rate=learning_rate,
+        clipnorm=settings.clipnorm or None,
+        gradient_accumulation_steps=accumulation if accumulation > 1 else None,
+    )
+
+
+def standard_callbacks(settings: TrainSettings, save_path: str | Path | None) -> list[keras.callbacks.Callback]:
+    """Early stopping on validation Jaccard, the plateau schedule and best-model saving."""
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_jaccard", mode="max", patience=settings.patience, restore_best_weights=True
+        )
+    ]
+    if settings.schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_jaccard",
+                mode="max",
+                factor=settings.plateau_factor,
+                patience=settings.plateau_patience,
+                min_lr=settings.learning_rate / 1000,
+            )
+        )
+    if save_path is not None:
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(str(save_path), monitor="val_jaccard", mode="max", save_best_only=True)
+        )
+    return callbacks
+
+
+def has_diverged(rows: list[dict[str, float]]) -> bool:
+    """True when the last epoch's training loss is NaN or infinite."""
+    return bool(rows) and not math.isfinite(rows[-1]["loss"])
+
+
+@contextmanager
+def dtype_policy(name: str):
+    """Set Keras' global dtype policy for one run and restore the previous one afterwards."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

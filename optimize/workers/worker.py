@@ -1,0 +1,278 @@
+"""`optimize run`: one worker process joining the study and running trials until told to stop."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+
+from optimize.results.formatting import format_params
+from optimize.search.config import StudyConfig, load_config
+from optimize.search.retries import requeue
+from optimize.search.study import (
+    budget_reached,
+    budget_used,
+    create_or_join,
+    enqueue_known,
+    record_study_attrs,
+    stop_at_budget,
+)
+from optimize.storage import default_url, is_journal, open_storage, redact, resolve_url
+from optimize.storage.resilient import ResilientStorage, worker_storage
+from optimize.training.allocator import keep_freed_memory
+from optimize.training.compile_cache import enable_compile_cache, resolve_cache_dir
+from optimize.training.dataset import load_study_data
+from optimize.training.device import check_device
+from optimize.training.injected_faults import oom_injection, slow_step_injection
+from optimize.workers.interrupt import InterruptWatch
+from optimize.workers.objective import Objective, TrialAbandoned
+from optimize.workers.progress import EpochProgress, print_trial
+
+
+class BudgetReached(Exception):
+    """Raised at the start of a trial that would exceed the study-wide `max_trials`."""
+
+
+@dataclass
+class RunOptions:
+    """Command-line options of `optimize run` that one worker needs."""
+
+    study: str
+    n_trials: int | None = None
+    timeout: float | None = None
+    storage: str | None = None
+    seed: int | None = None
+    data: str | None = None
+    new_study: str | None = None
+    verbose: bool = False
+    compile_cache: str | None = None
+    allow_cpu: bool = False
+    rank: int = 0
+    n_workers: int = 1
+
+    def worker_args(self) -> list[str]:
+        """These options as `optimize run` arguments for a worker process (rank and trials added later)."""
+        args = ["--study", self.study]
+        for flag, value in (
+            ("--timeout", self.timeout),
+            ("--storage", self.storage),
+            ("--seed", self.seed),
+            ("--data", self.data),
+            ("--new-study", self.new_study),
+            ("--compile-cache", self.compile_cache),
+        ):
+            if value is not None:
+                args += [flag, str(value)]
+        return args + (["--verbose"] if self.verbose else []) + (["--allow-cpu"] if self.allow_cpu else [])
+
+
+def run_worker(options: RunOptions, stream: TextIO | None = None) -> int:
+    """Run trials for this worker; returns the process exit code (128 + signal when interrupted)."""
+    stream = stream or sys.stdout
+    keep_freed_memory()
+    with InterruptWatch(stream=stream) as watch:
+        return run_trials(options, stream, watch)
+
+
+def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> int:
+    """The body of `run_worker`, with the signal watch installed."""
+    config = with_study_name(with_seed(load_config(options.study), options.seed), options.new_study)
+    cache_dir = enable_compile_cache(resolve_cache_dir(options.compile_cache))
+    data = load_study_data(config, options.data)
+    check_device(config, data, options.allow_cpu, stream)
+    url = resolve_url(config.name, options.storage)
+    storage = open_storage(url, None if is_journal(url) else config.faults)
+    storage = worker_storage(storage, config.faults, url)
+    study, created = create_or_join(config, storage, rank=options.rank, n_workers=options.n_workers)
+    if created:
+        # Before the fingerprint, which joining workers wait for: they then find the queue filled.
+        enqueue_known(study, config)
+    joined = record_study_attrs(study, config, data, created=created)
+    if not created:
+        enqueue_known(study, config)
+    print_header(study, config, data.stats, url, stream)
+    print(joined, file=stream)
+    if cache_dir is not None:
+        print(f"cache {cache_dir} (compiled training steps, shared by workers)", file=stream)
+    max_trials = config.budget.max_trials
+    if budget_reached(study, max_trials):
+        print(
+            f"budget reached: {budget_used(study)} of max_trials = {max_trials} trials; nothing to do",
+            file=stream,
+        )
+        return 0
+
+    def before_trial(trial: optuna.Trial) -> None:
+        if watch.requested:
+            # The signal came between trials: hand this one back before it trains.
+            trial.set_user_attr("reason", "interrupted")
+            requeue(trial, "interrupted")
+            study.stop()
+            watch.raise_if_requested()
+        if budget_reached(study, max_trials, before_trial=trial.number):
+            trial.set_user_attr("reason", "budget reached: not run")
+            study.stop()
+            raise BudgetReached(f"study budget of {max_trials} trials reached")
+
+    objective = Objective(
+        config,
+        data.train,
+        data.val,
+        callbacks=lambda trial, settings: [
+            EpochProgress(trial.number, settings.max_epochs, stream, settings.micro_batch_size),
+            watch.callback(),
+            *oom_injection(settings),
+            *slow_step_injection(),
+        ],
+        verbose=2 if options.verbose else 0,
+        before_trial=before_trial,
+    )
+    watch.hand_back = objective.hand_back_running
+    try:
+        optimize(
+            study,
+            objective,
+            n_trials=options.n_trials,
+            timeout=options.timeout,
+            callbacks=[print_trial(stream), stop_at_budget(max_trials), watch.stop_study],
+            stopped=lambda: watch.requested,
+            stream=stream,
+        )
+    except KeyboardInterrupt:
+        print("stopped at once by a second signal; trial marked FAIL", file=stream, flush=True)
+        return watch.exit_code if watch.requested else 130
+    except Exception:
+        # Past `[faults] reconnect_timeout` every storage call fails; Optuna may have wrapped that failure
+        # in its own (it reads the trial back when its final write fails): report the cause.
+        if isinstance(storage, ResilientStorage) and storage.unreachable is not None:
+            raise storage.unreachable from None
+        raise
+    if watch.requested:
+        print(
+            f"interrupted: the running trial was handed back to the study; exiting {watch.exit_code}",
+            file=stream,
+            flush=True,
+        )
+        return watch.exit_code
+    print_best(study, url, stream)
+    return 0
+
+
+def optimize(
+    study: optuna.Study,
+    objective: Objective,
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
+    stopped: Callable[[], bool],
+    stream: TextIO,
+) -> None:
+    """`study.optimize` for `n_trials` trials or `timeout` seconds in all, going on after a trial it had to leave.
+
+    Such a trial (`TrialAbandoned`) was already failed and queued again by another worker, after this
+    worker's heartbeat could not be written for the grace period. When the database is gone for
+    good, `DatabaseUnreachable` is raised instead. Nothing starts once `stopped()` is true.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not stopped():
+        remaining_trials = None if n_trials is None else n_trials - objective.started
+        remaining_time = None if deadline is None else deadline - time.monotonic()
+        if remaining_trials == 0 or (remaining_time is not None and remaining_time <= 0):
+            return
+        try:
+            study.optimize(
+                objective,
+                n_trials=remaining_trials,
+                timeout=remaining_time,
+                callbacks=callbacks,
+                catch=(Exception,),
+                gc_after_trial=True,
+            )
+            return
+        except TrialAbandoned as abandoned:
+            if not isinstance(abandoned.cause, optuna.exceptions.UpdateFinishedTrialError):
+                raise abandoned.cause from None
+            print(
+                f"trial {abandoned.number} was failed by another worker while this one trained it (no heartbeat "
+                "within the grace period) and queued again; this worker goes on with the next trial",
+                file=stream,
+                flush=True,
+            )
+
+
+def with_seed(config: StudyConfig, seed: int | None) -> StudyConfig:
+    """The config with `--seed` as the sampler seed, when given."""
+    if seed is None:
+        return config
+    return dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, seed=seed))
+
+
+def with_study_name(config: StudyConfig, name: str | None) -> StudyConfig:
+    """The config's study under `--new-study NAME`, when given (a new study; the old one is left as it is)."""
+    return config if name is None else dataclasses.replace(config, name=name)
+
+
+def print_header(study: optuna.Study, config: StudyConfig, stats: dict, url: str, stream: TextIO) -> None:
+    trials = study.get_trials(deepcopy=False)
+    print(f"study {study.study_name}  storage {redact(url)}  ({trial_counts(trials)})", file=stream)
+    print(
+        f"data  {stats['source']}: {stats['n_train']} train / {stats['n_val']} val, "
+        f"{stats['objects_per_image_mean']:.1f} objects/image, {100 * stats['foreground_fraction']:.1f} % foreground",
+        file=stream,
+    )
+    space = ", ".join(
+        f"{p.name} {list(p.choices)}"
+        if p.is_categorical
+        else f"{p.name} [{p.low:g}, {p.high:g}{' log' if p.log else ''}]"
+        for p in config.search
+    )
+    print(f"space {space}", file=stream)
+    print(
+        f"       sampler {config.sampler.kind}, pruner {config.pruner.kind}, "
+        f"max_epochs {config.training.max_epochs}, budget {config.budget.max_trials or 'none'}",
+        file=stream,
+    )
+
+
+def trial_counts(trials: list[FrozenTrial]) -> str:
+    """'3 queued, 0 finished', with 'N running' between when other workers train: enqueued trials are not yet run."""
+    queued = sum(trial.state == TrialState.WAITING for trial in trials)
+    running = sum(trial.state == TrialState.RUNNING for trial in trials)
+    finished = sum(trial.state.is_finished() for trial in trials)
+    return f"{queued} queued, " + (f"{running} running, " if running else "") + f"{finished} finished"
+
+
+def print_best(study: optuna.Study, url: str, stream: TextIO) -> None:
+    try:
+        best = study.best_trial
+    except ValueError:
+        print("no trial has completed yet", file=stream)
+        return
+    print(
+        f"best  trial {best.number}: val_jaccard {best.value:.4f} at epoch {best.user_attrs.get('best_epoch')}  "
+        f"{format_params(best.params)}",
+        file=stream,
+    )
+    print(f"      export it with: {export_command(study.study_name, url)}", file=stream)
+
+
+def export_command(study_name: str, url: str) -> str:
+    """The `optimize export-best` command that finds this study, `--storage` included unless it is the default.
+
+    A password is never printed: the URL then shows it as `***`, and the line says to put it back.
+    """
+    command = f"optimize export-best --study {shlex.quote(study_name)}"
+    if url == default_url(study_name):
+        return command
+    if not is_journal(url) and make_url(url).password is not None:
+        return f"{command} --storage {shlex.quote(redact(url))}  (with the password in place of ***)"
+    return f"{command} --storage {shlex.quote(url)}"
