@@ -1,7 +1,7 @@
 """A trial's fixed costs across trials and workers: with and without the compile cache.
 
 Every trial builds a new model, so its training step is traced and compiled again (on a GPU, XLA
-also autotunes each convolution). This runs real `optimize.train.train` trials, each scenario in a
+also autotunes each convolution). This runs real `optimize.training.train` trials, each scenario in a
 new process as a new worker would be, in this order:
 
 1. cache off: trial A, then trial B (other dropout) in the same process: a worker's first and later trial;
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.base_filters}, depth {args.depth}, batch {args.batch}, {args.precision}, jit_compile on, "
             f"{args.epochs} epochs on {args.images} synthetic images (85/15 split); trials A and B differ only "
             "in dropout (0.1, 0.2). Each scenario is a new process; the cache is JAX's persistent compilation "
-            "cache with XLA's autotune cache (`optimize/compile_cache.py`; the TensorFlow backend has none).",
+            "cache with XLA's autotune cache (`optimize/training/compile_cache.py`; the TensorFlow backend has none).",
             markdown_table(
                 [
                     "scenario",

@@ -38,7 +38,7 @@ from _common import (
 )
 from optuna.trial import TrialState
 
-from optimize.results.record import stored_history
+from optimize.results.record import read_record, stored_history
 from optimize.search.config import load_config
 
 SMOKE_CONFIG = """
@@ -137,7 +137,7 @@ class PackingRun:
     def images_trained(self) -> int:
         """Epochs × the images each epoch trained on (full batches only, unless the remainder is kept)."""
         return sum(
-            len(stored_history(t)["seconds"]) * t.user_attrs.get("images_per_epoch", self.n_train) for t in self.trained
+            len(stored_history(t)["seconds"]) * (read_record(t).images_per_epoch or self.n_train) for t in self.trained
         )
 
     @property

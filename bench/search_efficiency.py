@@ -1,7 +1,7 @@
 """Search efficiency: the users' full grid against random search and TPE + ASHA, at equal data and training.
 
 Each method is an in-memory Optuna study running the project's real objective
-(`optimize.objective.Objective`, hence `optimize.train.train`) on one fixed data set, with as many
+(`optimize.workers.objective.Objective`, hence `optimize.training.train`) on one fixed data set, with as many
 trials as the grid has configurations; repetition `seed` seeds the samplers and the training, so a
 configuration trained by two methods gives the same curve. Reported per method (median over seeds):
 best val Jaccard over every epoch of every trial, total epochs trained, wall time, and the
@@ -29,7 +29,7 @@ import keras  # noqa: E402
 import optuna  # noqa: E402
 from _common import add_output_args, describe_machine, markdown_table, median, publish  # noqa: E402
 
-from optimize.results.record import stored_history  # noqa: E402
+from optimize.results.record import read_record, stored_history  # noqa: E402
 from optimize.search.config import StudyConfig, parse_config  # noqa: E402
 from optimize.search.study import DIRECTION, make_pruner, make_sampler  # noqa: E402
 from optimize.training.dataset import StudyData, load_study_data  # noqa: E402
@@ -217,7 +217,7 @@ def run_method(config: StudyConfig, data: StudyData, method: str) -> MethodRun:
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         print(
             f"  [{label}] trial {trial.number}: {trial.state.name.lower()} after "
-            f"{trial.user_attrs.get('epochs_run')} epochs, best {trial.user_attrs.get('best_val_jaccard')} "
+            f"{read_record(trial).epochs_run} epochs, best {read_record(trial).best_val_jaccard} "
             f"{trial.params}  ({time.perf_counter() - started:.0f} s)",
             file=sys.stderr,
             flush=True,

@@ -5,7 +5,7 @@ For each architecture, precision (float32, mixed_bfloat16, and mixed_float16 on 
 loss, metrics and optimizer, `model.fit` on one fixed batch repeated; the first epoch, which
 compiles, is excluded), the analytic training FLOPs per image and the share of the device's peak.
 Then the fixed costs of a trial: data generation, model build, compile + first steps, and the time
-a short real `optimize.train.train` run spends outside its epochs. Uses only `keras`, so it runs
+a short real `optimize.training.train` run spends outside its epochs. Uses only `keras`, so it runs
 under `KERAS_BACKEND=jax` as well as TensorFlow.
 
     python bench/throughput.py                                                  # CPU: 128², base 16
@@ -187,7 +187,7 @@ class TrialCosts:
 
 
 def measure_trial(settings: TrainSettings, size: int, n_images: int) -> TrialCosts:
-    """Generate the data (once per worker in the service), then one real `optimize.train.train` run."""
+    """Generate the data (once per worker in the service), then one real `optimize.training.train` run."""
     keras.backend.clear_session()
     gc.collect()
     started = time.perf_counter()
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             markdown_table(["architecture", "precision", "jit", "speed ÷ float32 no-jit"], relative_rows(speeds))
             if relative_rows(speeds)
             else "(no other setting measured)",
-            f"One real trial: `optimize.train.train` of the U-Net for {args.trial_epochs} epochs on "
+            f"One real trial: `optimize.training.train` of the U-Net for {args.trial_epochs} epochs on "
             f"{8 if args.smoke else USERS_IMAGES} synthetic images (85/15 split), {args.trial_precision}, "
             f"jit {'on' if trial_jit else 'off'}, batch {args.batch}:",
             trial_table(costs, trial_settings),

@@ -1,11 +1,19 @@
-"""Microbead data: loading a user's folders, synthetic beads, statistics, the split and training batches."""
+"""Microbead data: loading a user's folders, synthetic beads, statistics, the split and training batches.
 
-from data._batches import TrainingBatches, epoch_images
+The training batches load Keras, so they are imported on first use (PEP 562): `optimize data-stats`
+and `make-data` never load it.
+"""
+
+import importlib
+
 from data._errors import DataError
 from data._loader import IMAGE_EXTENSIONS, load_dataset
 from data._split import stratified_split
 from data._stats import dataset_stats, format_stats_table, objects_per_image
 from data._synthetic import make_microbeads, write_microbeads
+
+_KERAS_MEMBERS = {"TrainingBatches": "data._batches", "epoch_images": "data._batches"}
+"""Public names whose module imports Keras, and that module."""
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -20,3 +28,13 @@ __all__ = [
     "stratified_split",
     "write_microbeads",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in _KERAS_MEMBERS:
+        return getattr(importlib.import_module(_KERAS_MEMBERS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -22,7 +22,7 @@ def bce_loss(y_true: Tensor, y_pred: Tensor) -> Tensor:
     return ops.mean(_cross_entropy(y_true, y_pred)[2])
 
 
-def focal_loss(y_true: Tensor, y_pred: Tensor, *, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+def focal_loss(y_true: Tensor, y_pred: Tensor, *, alpha: float, gamma: float) -> Tensor:
     """Binary focal loss −α_t (1 − p_t)^γ log p_t (Lin et al. 2017), averaged over all pixels.
 
     α_t = α on foreground (y = 1) and 1 − α on background; (1 − p_t)^γ down-weights easy pixels.

@@ -17,9 +17,7 @@ def _sums(y_true: Tensor, y_pred: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return ops.sum(y_true * y_pred), ops.sum(y_true), ops.sum(y_pred)
 
 
-def tversky_index(
-    y_true: Tensor, y_pred: Tensor, *, alpha: float = 0.7, beta: float = 0.3, smooth: float = 1.0
-) -> Tensor:
+def tversky_index(y_true: Tensor, y_pred: Tensor, *, alpha: float, beta: float, smooth: float) -> Tensor:
     """Soft Tversky index TI = (TP + s) / (TP + α·FN + β·FP + s) over the whole batch.
 
     α weights false negatives and β false positives. α = β = ½ gives Dice (with s/2), α = β = 1 gives
@@ -31,14 +29,12 @@ def tversky_index(
     return (tp + smooth) / (tp + alpha * false_neg + beta * false_pos + smooth)
 
 
-def dice_loss(y_true: Tensor, y_pred: Tensor, *, smooth: float = 1.0) -> Tensor:
+def dice_loss(y_true: Tensor, y_pred: Tensor, *, smooth: float) -> Tensor:
     """Soft Dice loss 1 − (2Σyŷ + s) / (Σy + Σŷ + s), whole-batch reduction."""
     return 1.0 - tversky_index(y_true, y_pred, alpha=0.5, beta=0.5, smooth=smooth / 2)
 
 
-def tversky_loss(
-    y_true: Tensor, y_pred: Tensor, *, alpha: float = 0.7, beta: float = 0.3, smooth: float = 1.0
-) -> Tensor:
+def tversky_loss(y_true: Tensor, y_pred: Tensor, *, alpha: float, beta: float, smooth: float) -> Tensor:
     """Tversky loss 1 − TI (Salehi et al. 2017); α = 0.7 penalises missed beads more than false alarms."""
     return 1.0 - tversky_index(y_true, y_pred, alpha=alpha, beta=beta, smooth=smooth)
 
@@ -47,10 +43,10 @@ def focal_tversky_loss(
     y_true: Tensor,
     y_pred: Tensor,
     *,
-    alpha: float = 0.7,
-    beta: float = 0.3,
-    gamma: float = 4 / 3,
-    smooth: float = 1.0,
+    alpha: float,
+    beta: float,
+    gamma: float,
+    smooth: float,
 ) -> Tensor:
     """Focal Tversky loss FTL = (1 − TI)^(1/γ), as in Abraham & Khan (2019), with the paper's γ = 4/3.
 

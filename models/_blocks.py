@@ -12,7 +12,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-NORMS: tuple[str, ...] = ("batch", "group", "none")
+from models._names import NORMS
 
 Block = Callable[..., keras.KerasTensor]
 

@@ -7,6 +7,7 @@ from functools import partial
 import keras
 
 from models._blocks import conv_block, residual_block
+from models._names import ARCHITECTURES
 from models._unet import build_unet
 
 _BUILDERS = {
@@ -15,8 +16,6 @@ _BUILDERS = {
     "attention_unet": partial(build_unet, block=conv_block, gate_skips=True),
     "attention_resunet": partial(build_unet, block=residual_block, gate_skips=True),
 }
-
-ARCHITECTURES: tuple[str, ...] = tuple(_BUILDERS)
 
 
 def build(

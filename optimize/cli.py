@@ -17,13 +17,15 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from optimize.errors import UsageError, UserError
-from optimize.search.config import MAX_SEED, MIN_SYNTHETIC_SIZE
+from optimize.limits import MAX_SEED, MIN_SYNTHETIC_SIZE
 
 DEFAULT_DASHBOARD_PORT = 8080
 PATH_ERROR_EXIT = 2
 ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 """OS errors about the user's disk or permissions even when they name no file (a full disk while writing)."""
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+TRAINING_COMMANDS = frozenset({"run"})
+"""Commands that load Keras; the others (status, export-best, report, dashboard, data-stats, make-data) never do."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prog = f"optimize {args.name}"
             if hasattr(args, "storage"):
                 check_storage_option(args)
-            quiet_libraries(verbose=getattr(args, "verbose", False))
+            quiet_libraries(verbose=getattr(args, "verbose", False), trains=args.name in TRAINING_COMMANDS)
             return args.command(args) or 0
     except UserError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
@@ -69,7 +71,7 @@ class Terminated(KeyboardInterrupt):
 def sigterm_unwinds() -> Iterator[None]:
     """Within: SIGTERM raises `Terminated`, unless this process ignores or already handles SIGTERM.
 
-    `optimize run` installs its own handlers while trials run (see `optimize.interrupt`).
+    `optimize run` installs its own handlers while trials run (see `optimize.workers.interrupt`).
     """
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         yield
@@ -407,10 +409,14 @@ def gpu_selection(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def quiet_libraries(verbose: bool) -> None:
-    """TensorFlow's C++ logs and Optuna's per-trial INFO lines off unless `--verbose`."""
+def quiet_libraries(verbose: bool, trains: bool) -> None:
+    """TensorFlow's C++ logs and Optuna's per-trial INFO lines off unless `--verbose`.
+
+    A command that trains imports Keras here, before anything else does, so that TensorFlow's
+    start-up lines are held back; the other commands never load it.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "3")
-    if not verbose:
+    if trains and not verbose:
         import_quietly("keras")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import warnings

@@ -26,7 +26,7 @@ class UsageError(UserError):
 
 
 class DatabaseUnreachable(StorageError):
-    """The study database stayed unreachable longer than a worker waits (`[faults] reconnect_timeout`).
+    """The study database stayed unreachable longer than a worker waits (`[recovery] reconnect_timeout`).
 
     Exit 75 (EX_TEMPFAIL: try again later) tells a job script that the database, not the worker or its
     input, failed; the trial the worker was running is retried by a worker that can reach the database.

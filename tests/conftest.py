@@ -51,7 +51,7 @@ reduction_factor = 2
 [budget]
 max_trials = {max_trials}
 
-[faults]
+[recovery]
 heartbeat_interval = {heartbeat}
 grace_period = {grace}
 

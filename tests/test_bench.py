@@ -20,6 +20,7 @@ import models
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 SCRIPTS = {
+    "cli_startup": "| command ",
     "demo": "| code ",
     "search_efficiency": "| method ",
     "storage": "| storage ",

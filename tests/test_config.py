@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from optimize.errors import ConfigError
-from optimize.search.config import load_config, parse_config
+from optimize.search.config import RecoveryConfig, load_config, parse_config
 from optimize.search.settings import TrainSettings
+from tests.conftest import run_cli, write_tiny_study
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
@@ -51,7 +53,7 @@ def test_defaults_come_from_the_dataclasses():
     config = parse("[data]\ndir = 'x'\n")
     assert config.training == TrainSettings()
     assert config.sampler.kind == "tpe" and config.pruner.kind == "asha"
-    assert config.search == () and config.enqueue == ()
+    assert config.search.params == () and config.enqueue == ()
 
 
 @pytest.mark.parametrize(
@@ -89,6 +91,35 @@ def test_defaults_come_from_the_dataclasses():
             "[data]\ndir='x'\n[search]\nlearning_rate={low=1e-4, high=1e-3}\n[[enqueue]]\nlearning_rate=1.0",
             r"learning_rate = 1.0: expected a number in \[0.0001, 0.001\]",
         ),
+        (
+            "[data]\ndir='x'\n[search]\nlearning_rate={low=1e-4, high=1e-2, log=true, step=1e-3}",
+            r"\[search\] learning_rate: a log range takes no step",
+        ),
+        (
+            "[data]\ndir='x'\n[sampler]\nkind='grid'\n[search]\nloss=['dice']\nlearning_rate={low=1e-4, high=1e-2}",
+            r'\[search\] learning_rate: a range, but \[sampler\] kind = "grid" needs a list of choices',
+        ),
+        (
+            "[data]\ndir='x'\n[training]\nloss='dice'\ntversky_beta=0.4",
+            r"\[training\] tversky_beta: no loss of this study takes it \(loss: dice\); "
+            r"it sets a parameter of tversky, focal_tversky, combined_tversky$",
+        ),
+        (
+            "[data]\ndir='x'\n[training]\ntversky_alpha=0.5",
+            r"\[training\] tversky_alpha: no loss of this study takes it \(loss: combined\)",
+        ),
+        (
+            "[data]\ndir='x'\n[search]\nloss=['dice', 'bce']\nfocal_gamma={low=0.5, high=4.0}",
+            r"\[search\] focal_gamma: no loss of this study takes it \(loss: dice, bce\)",
+        ),
+        ("[data]\ndir='x'\n[training]\nfocal_alpha=1.5", r"\[training\]: focal_alpha = 1.5 must be in \[0, 1\]"),
+        ("[data]\ndir='x'\n[search]\nfocal_gamma=[2, -1]", r"\[search\] focal_gamma: focal_gamma = -1.0 must be >= 0"),
+        ("[data]\ndir='x'\n[recovery]\nstop_after_repeated_errors=0", r"stop_after_repeated_errors = 0 must be >= 1"),
+        ("[data]\ndir='x'\n[faults]\nmax_retry=-1", r"\[faults\]: need heartbeat_interval >= 1 and max_retry >= 0"),
+        (
+            "[data]\ndir='x'\n[faults]\nmax_retry=1\n[recovery]\nmax_retry=1",
+            r"bad.toml: both \[recovery\] and \[faults\] are set; \[faults\] is the old name of \[recovery\]",
+        ),
     ],
 )
 def test_config_errors_name_file_key_and_expectation(text, expected):
@@ -117,3 +148,59 @@ def test_integer_ranges_and_ints_for_floats():
     space = {param.name: param for param in config.search}
     assert isinstance(space["base_filters"].low, int) and space["base_filters"].step == 8
     assert space["learning_rate"].choices == (1.0, 0.5)
+
+
+def test_loss_parameters_are_training_settings_that_reach_the_chosen_loss(tmp_path):
+    path = tmp_path / "tversky.toml"
+    path.write_text(
+        "[data]\ndir = 'x'\n[training]\nloss = 'combined_tversky'\nfocal_gamma = 3\ntversky_beta = 0.4\n"
+        "combined_tversky_focal_weight = 0.25\n"
+    )
+    settings = load_config(str(path)).training
+    assert (settings.focal_gamma, settings.tversky_beta, settings.combined_tversky_focal_weight) == (3.0, 0.4, 0.25)
+    assert settings.loss_params() == {
+        "focal_alpha": 0.25,
+        "focal_gamma": 3.0,
+        "tversky_alpha": 0.7,
+        "tversky_beta": 0.4,
+        "weights": (0.75, 0.25),
+    }
+    assert settings.replace(loss="dice").loss_params() == {}
+    assert settings.replace(loss="focal_tversky").loss_params() == {"alpha": 0.7, "beta": 0.4}
+
+
+def test_a_loss_setting_is_allowed_when_one_searched_loss_takes_it():
+    config = parse("[data]\ndir='x'\n[training]\nfocal_gamma=1.0\n[search]\nloss=['dice', 'focal']\n")
+    assert config.training.focal_gamma == 1.0
+
+
+def test_the_old_section_name_faults_is_read_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "old.toml"
+    path.write_text("[data]\ndir = 'x'\n[faults]\nheartbeat_interval = 7\nmax_retry = 4\n")
+    with caplog.at_level(logging.WARNING):
+        config = load_config(str(path))
+    assert config.recovery == RecoveryConfig(heartbeat_interval=7, max_retry=4)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{path}: [faults] is now called [recovery]; rename the section (the old name will stop working)"
+    ]
+    caplog.clear()
+    path.write_text("[data]\ndir = 'x'\n[recovery]\nheartbeat_interval = 7\n")
+    assert load_config(str(path)).recovery.heartbeat_interval == 7
+    assert not caplog.records
+
+
+def test_optimize_run_shows_the_warning_for_the_old_section_name(tmp_path):
+    studies = tmp_path / "studies"
+    write_tiny_study(studies)
+    path = studies / "tiny.toml"
+    synthetic = "[data.synthetic]\nn_images = 24\nsize = 32\nseed = 1\n"
+    path.write_text(path.read_text().replace("[recovery]", "[faults]").replace(synthetic, "dir = 'no_beads'\n"))
+
+    result = run_cli("run", "--study", "tiny", env={"OPTIMIZE_STUDIES_DIR": str(studies)})
+
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "[faults]" in line]
+    assert warnings == [
+        f"WARNING optimize.search.config: {path}: [faults] is now called [recovery]; "
+        "rename the section (the old name will stop working)"
+    ], result.stderr

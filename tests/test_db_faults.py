@@ -25,8 +25,8 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
-from optimize.results.record import stored_history
-from optimize.search.config import FaultConfig
+from optimize.results.record import read_record, stored_history
+from optimize.search.config import RecoveryConfig
 from optimize.storage import open_storage
 from tests.conftest import OPTIMIZE, POSTGRES_ADMIN, write_tiny_study
 
@@ -78,10 +78,10 @@ def running(url: str, min_step: int = 1) -> list[FrozenTrial]:
 
 
 def with_faults(studies: Path, **settings: int) -> None:
-    """Add `[faults]` settings to the tiny study's config."""
+    """Add `[recovery]` settings to the tiny study's config."""
     path = studies / "tiny.toml"
     lines = "".join(f"{key} = {value}\n" for key, value in settings.items())
-    path.write_text(path.read_text().replace("[faults]\n", f"[faults]\n{lines}"))
+    path.write_text(path.read_text().replace("[recovery]\n", f"[recovery]\n{lines}"))
 
 
 def without_enqueued(studies: Path) -> None:
@@ -214,7 +214,7 @@ def assert_no_traceback(*outputs: str) -> None:
 
 def test_worker_connections_are_named_and_notice_a_silent_cut(postgres_url):
     """A cut that answers nothing (a firewall, a dead node) must end in an error, which is retried, not a hang."""
-    storage = open_storage(postgres_url, FaultConfig())
+    storage = open_storage(postgres_url, RecoveryConfig())
     try:
         with storage.engine.connect() as connection:
             assert connection.execute(sqlalchemy.text("SHOW application_name")).scalar() == worker_name(os.getpid())
@@ -284,7 +284,7 @@ def test_worker_gives_up_on_an_unreachable_database_and_its_trial_is_retried_cle
     errors = [line for line in err.splitlines() if not line.startswith("WARNING ") and not TENSORFLOW_LOG.match(line)]
     assert len(errors) == 1, err
     assert errors[0].startswith(f"optimize run: error: postgresql database '{database}' at 127.0.0.1:5432")
-    assert "longer than [faults] reconnect_timeout = 3 s" in errors[0] and "accepting connections" in errors[0]
+    assert "longer than [recovery] reconnect_timeout = 3 s" in errors[0] and "accepting connections" in errors[0]
     assert "retrying in" in err
     left = next(t for t in trials_of(postgres_url) if t.number == trial.number)
     assert left.state == TrialState.RUNNING and left.user_attrs["epochs_run"] == 2  # trained, result not recorded
@@ -430,7 +430,7 @@ def test_writes_committed_before_the_connection_dropped_are_not_repeated(postgre
     trials = trials_of(postgres_url)
     twin, claimed, first, retry, fresh = trials
     # The queued trial created twice: the copy is FAIL, with the reason; the other one ran, once.
-    assert twin.state == TrialState.FAIL and "created twice" in twin.user_attrs["reason"]
+    assert twin.state == TrialState.FAIL and "created twice" in read_record(twin).reason_text
     assert f"trial {twin.number} was created twice" in err
     # The queued trial claimed while the connection dropped: nobody ran it, so it went stale and ran again.
     assert claimed.state == TrialState.FAIL and "claiming a queued trial failed" in err

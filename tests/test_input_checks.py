@@ -20,7 +20,8 @@ from PIL import Image
 from data import write_microbeads
 from optimize.cli import main
 from optimize.errors import ConfigError, UsageError, UserError
-from optimize.search.config import MAX_SEED, nearest_image_sizes, parse_config
+from optimize.limits import MAX_SEED
+from optimize.search.config import nearest_image_sizes, parse_config
 from optimize.training.dataset import load_study_data
 from optimize.workers.pool import choose_gpus, visible_gpus
 from tests.conftest import OPTIMIZE, write_tiny_study

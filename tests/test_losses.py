@@ -14,6 +14,10 @@ import numpy as np
 import pytest
 
 import losses
+from data import make_microbeads
+from optimize.search.config import load_config
+from optimize.search.settings import TrainSettings
+from optimize.training.train import train
 
 EPS = 1e-7
 SHAPES_AND_SEEDS = [((2, 16, 16, 1), 0), ((2, 16, 16, 1), 1), ((1, 8, 8, 1), 2), ((3, 5, 7, 1), 3)]
@@ -259,6 +263,49 @@ def test_keras_training_history_keys_and_metric_values():
     assert results["jaccard"] == pytest.approx(ref_jaccard(y, p), rel=1e-5)
     assert results["iou_at_0.5"] == pytest.approx(ref_iou_at_05(y, p), rel=1e-5)
     assert results["loss"] == pytest.approx(REFERENCES["combined"](y, p), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", losses.LOSS_NAMES)
+def test_default_training_settings_give_each_loss_exactly_as_before(name):
+    params = TrainSettings(loss=name).loss_params()
+    assert params.items() <= losses.default_params(name).items()
+    y, p = make_batch((2, 16, 16, 1), seed=13)
+    assert value(losses.get(name, **params), y, p) == value(losses.get(name), y, p)
+
+
+def test_loss_settings_change_the_loss_trained_on(tmp_path):
+    train_data, val_data = tiny_beads()
+    path = tmp_path / "focal.toml"
+    head = "[data]\ndir = 'x'\n[training]\nloss = 'focal'\nbase_filters = 4\ndepth = 2\nbatch_size = 4\n"
+    runs = {}
+    for gamma in ("", "focal_gamma = 0.5\n"):
+        path.write_text(f"{head}max_epochs = 1\nrun_eagerly = true\n{gamma}")
+        settings = load_config(str(path)).training
+        runs[settings.focal_gamma] = train(settings, train_data, val_data).history[0]
+    assert set(runs) == {2.0, 0.5}
+    assert runs[0.5]["loss"] > runs[2.0]["loss"] > 0
+    assert runs[0.5]["val_loss"] != runs[2.0]["val_loss"]
+
+
+def test_importing_losses_loads_no_keras():
+    code = (
+        "import sys, losses\n"
+        "print(losses.LOSS_NAMES[0], losses.default_params('focal'), losses.weighted_sum.__name__)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow', 'jax')))\n"
+        "print(losses.get('dice').__name__, 'keras' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "dice {'alpha': 0.25, 'gamma': 2.0} weighted_sum",
+        "[]",
+        "dice True",
+    ]
+
+
+def tiny_beads():
+    images, masks = make_microbeads(12, 32, 0)
+    return (images[:8], masks[:8]), (images[8:], masks[8:])
 
 
 def test_jax_backend():

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from scipy import stats
 
 from optimize.cli import main
-from optimize.results.record import HISTORY_ATTR, history_columns
+from optimize.results.record import HISTORY_ATTR, history_columns, read_record
 from optimize.results.report import write_report
 from optimize.workers.objective import history_summary
 from tests.helpers import dump_dom, needs_chromium, uncaught_errors
@@ -188,7 +188,7 @@ def test_report_matches_database(finished_study, monkeypatch, capsys):
     pruning = pd.read_csv(out / "tables" / "pruning.csv")
     assert pruning["trials"].sum() == len(pruned)
     for rung, epoch in enumerate((1, 2)):  # tiny.toml: min_resource 1, reduction_factor 2, max_epochs 3
-        expected = sum(t.user_attrs["reason"] == f"pruned at epoch {epoch}" for t in pruned)
+        expected = sum(read_record(t).reason_text == f"pruned at epoch {epoch}" for t in pruned)
         assert pruning.set_index("stopped").loc[f"rung {rung}", "trials"] == expected
     assert f"{len(pruned)} trials were pruned." in markdown
     epochs = pd.read_csv(out / "tables" / "epochs.csv").set_index("state")

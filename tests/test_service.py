@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optimize.cli import main
-from optimize.results.record import stored_history
+from optimize.results.record import read_record, stored_history
 from tests.conftest import run_cli, write_tiny_study
 
 OPTUNA_CLI = str(Path(sys.executable).parent / "optuna")
@@ -43,7 +43,8 @@ def test_runs_prune_join_and_enqueue_once(finished_study):
             [trial.intermediate_values[e] for e in history["epoch"]], abs=1e-6
         )
         if trial.state == TrialState.PRUNED:
-            assert trial.user_attrs["reason"] == f"pruned at epoch {trial.last_step}"
+            assert read_record(trial).reason_text == f"pruned at epoch {trial.last_step}"
+            assert (trial.user_attrs["reason"], trial.user_attrs["pruned_epoch"]) == ("pruned", trial.last_step)
     assert "study tiny" in first and "(2 queued, 0 finished)" in first and "(0 queued, 8 finished)" in second
     assert first.count("COMPLETE") + first.count("PRUNED") >= 8
     assert study.user_attrs["config_toml"] == (studies / "tiny.toml").read_text()

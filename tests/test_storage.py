@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optimize.errors import StorageError
-from optimize.search.config import FaultConfig
+from optimize.search.config import RecoveryConfig
 from optimize.storage import describe, open_storage, redact, resolve_url, storage_kind
 from tests.conftest import run_cli
 
@@ -61,7 +61,7 @@ def join_at_once(url: str, barrier, rank: int) -> None:
     from tests.helpers import racing_config
 
     barrier.wait()
-    study = open_study(racing_config(), open_storage(url, FaultConfig(heartbeat_interval=5)), rank=rank)
+    study = open_study(racing_config(), open_storage(url, RecoveryConfig(heartbeat_interval=5)), rank=rank)
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
 
 
@@ -86,7 +86,7 @@ def hammer_sqlite(url: str, barrier, rank: int, errors) -> None:
 
     from optimize.storage import open_storage
 
-    storage = open_storage(url, FaultConfig(heartbeat_interval=2))
+    storage = open_storage(url, RecoveryConfig(heartbeat_interval=2))
     study = optuna.load_study(
         study_name="hammer", storage=storage, pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=5)
     )

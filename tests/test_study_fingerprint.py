@@ -23,6 +23,7 @@ import pytest
 from optuna.trial import TrialState
 
 from data import write_microbeads
+from losses import LOSS_SETTINGS
 from optimize.cli import build_parser, existing_study, main
 from optimize.search.config import parse_config
 from optimize.search.fingerprint import StudyMismatchError, differences, refusal, safe_changes, study_fingerprint
@@ -124,7 +125,7 @@ def test_safe_changes_join_and_say_so_without_rewriting_the_stored_attrs(study_c
     assert result.returncode == 0, result.stderr
     assert (
         'joined study tiny: description "tiny test study" → "tiny, more study", [budget] max_trials 2 → 3, '
-        "[faults] heartbeat_interval 60 → 30 differ from when it was created; safe to join"
+        "[recovery] heartbeat_interval 60 → 30 differ from when it was created; safe to join"
     ) in result.stdout
     study = optuna.load_study(study_name="tiny", storage=url)
     assert len(study.trials) == 3
@@ -277,6 +278,34 @@ def test_a_study_made_before_fingerprints_gets_one_once(tmp_path):
     assert study.user_attrs == attrs
 
 
+def test_a_study_made_before_newer_settings_is_joined_by_the_same_config(tmp_path):
+    config = tiny_config(tiny_text())
+    data = load_study_data(config)
+    study, created = create_or_join(config, open_storage(f"sqlite:///{tmp_path / 'tiny.db'}"))
+    assert record_study_attrs(study, config, data, created=created).startswith("created study tiny")
+    stored = study.user_attrs["fingerprint"]
+    added = set(LOSS_SETTINGS)
+    assert added <= set(stored["config"]["training"])
+    assert stored["joinable"]["faults"]["stop_after_repeated_errors"] == 3
+    for name in added:
+        del stored["config"]["training"][name]
+    del stored["joinable"]["faults"]["stop_after_repeated_errors"]
+    study.set_user_attr("fingerprint", stored)  # as a study made before these settings existed holds it
+
+    line = record_study_attrs(study, config, data, created=False)
+
+    assert line == "joined study tiny: same settings and data as when it was created"
+    gamma = tiny_config(tiny_text().replace("batch_size = 8", "batch_size = 8\nfocal_gamma = 3.0"))
+    with pytest.raises(StudyMismatchError, match=r"created with \[training\] focal_gamma 2; \S+ now says 3;"):
+        record_study_attrs(study, gamma, data, created=False)
+    patient = tiny_config(tiny_text().replace("[recovery]\n", "[recovery]\nstop_after_repeated_errors = 5\n"))
+    assert record_study_attrs(study, patient, data, created=False) == (
+        "joined study tiny: [recovery] stop_after_repeated_errors 3 → 5 differs from when it was created; "
+        "safe to join (they do not change what a trial measures)"
+    )
+    assert study.user_attrs["fingerprint"] == stored
+
+
 def test_which_changes_are_refused_and_which_are_safe():
     base_text = tiny_text()
     data = load_study_data(tiny_config(base_text))
@@ -320,8 +349,8 @@ def test_which_changes_are_refused_and_which_are_safe():
         "description",
         "[[enqueue]]",
         "[budget] max_trials",
-        "[faults] grace_period",
-        "[faults] max_retry",
+        "[recovery] grace_period",
+        "[recovery] max_retry",
         "[sampler] kind",
         "[sampler] n_startup_trials",
         "[training] jit_compile",

@@ -11,9 +11,9 @@ import optuna
 from optuna.trial import TrialState
 
 from optimize.errors import UserError
-from optimize.outputs import make_output_folder
+from optimize.folders import make_output_folder, studies_dir
 from optimize.results.frame import history_frame, stored_config, trials_frame
-from optimize.search.config import studies_dir
+from optimize.results.record import read_record
 from optimize.search.study import package_versions
 from optimize.storage import redact, storage_kind
 
@@ -33,6 +33,7 @@ def export_best(study: optuna.Study, url: str, out_dir: str | Path | None = None
     (out / "histories").mkdir(exist_ok=True)
 
     best = study.best_trial
+    record = read_record(best)
     summary = {
         "study": study.study_name,
         "objective": "val_jaccard (maximize)",
@@ -40,9 +41,9 @@ def export_best(study: optuna.Study, url: str, out_dir: str | Path | None = None
         "value": best.value,
         "params": best.params,
         "settings": full_settings(study, best.params),
-        "best_epoch": best.user_attrs.get("best_epoch"),
-        "epochs_run": best.user_attrs.get("epochs_run"),
-        "param_count": best.user_attrs.get("param_count"),
+        "best_epoch": record.best_epoch,
+        "epochs_run": record.epochs_run,
+        "param_count": record.param_count,
         "n_trials": {state.name: sum(t.state == state for t in trials) for state in TrialState},
         "storage": {"kind": storage_kind(url), "url": redact(url)},
         "exported_at_utc": datetime.now(UTC).isoformat(timespec="seconds"),

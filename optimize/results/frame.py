@@ -10,10 +10,10 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from optimize.errors import ConfigError
-from optimize.results.record import HISTORY_COLUMNS, stored_history
+from optimize.results.record import HISTORY_COLUMNS, TrialRecord, read_record, stored_history
 from optimize.search.config import StudyConfig, parse_config
 
-SUMMARY_COLUMNS = (
+RECORD_COLUMNS = (
     "best_epoch",
     "epochs_run",
     "final_val_jaccard",
@@ -22,27 +22,33 @@ SUMMARY_COLUMNS = (
     "param_count",
     "train_seconds",
     "reason",
+    "pruned_epoch",
+    "error",
     "worker",
 )
+"""Fields of the trial's `TrialRecord` that `trials_frame` lists, under the same names."""
 
 
 def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
     """One row per trial: COMPLETE trials by value first, then the others by the best val Jaccard they reached.
 
-    Columns: number, state, value (Optuna's), val_jaccard (best reached), every parameter, the summary attrs.
+    Columns: number, state, value (Optuna's), val_jaccard (best reached), every parameter, `RECORD_COLUMNS`
+    (the reason as its code: pruned, nan, ...), duration_seconds, retry_of, started and finished.
     """
     rows = []
     for trial in trials:
+        record = read_record(trial)
         row = {
             "number": trial.number,
             "state": trial.state.name,
             "value": trial.value,
-            "val_jaccard": trial_value(trial),
+            "val_jaccard": trial_value(trial, record),
         }
         row.update(trial.params)
-        row.update({key: trial.user_attrs.get(key) for key in SUMMARY_COLUMNS})
+        row.update({name: getattr(record, name) for name in RECORD_COLUMNS})
+        row["reason"] = record.reason.value if record.reason else None
         row["duration_seconds"] = trial.duration.total_seconds() if trial.duration else None
-        row["retry_of"] = trial.system_attrs.get("failed_trial")
+        row["retry_of"] = record.retry_of
         row["started"] = trial.datetime_start
         row["finished"] = trial.datetime_complete
         rows.append(row)
@@ -57,13 +63,12 @@ def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def trial_value(trial: FrozenTrial) -> float | None:
+def trial_value(trial: FrozenTrial, record: TrialRecord) -> float | None:
     """The trial's val Jaccard: its value when COMPLETE, else the best epoch it reached."""
     if trial.state == TrialState.COMPLETE:
         return trial.value
-    best = trial.user_attrs.get("best_val_jaccard")
-    if best is not None:
-        return best
+    if record.best_val_jaccard is not None:
+        return record.best_val_jaccard
     values = [v for v in trial.intermediate_values.values() if v == v]
     return max(values) if values else None
 

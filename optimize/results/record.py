@@ -1,18 +1,36 @@
-"""What a trial stores about itself: the one place that writes and reads a trial's record.
+"""What a trial stores about itself: the one module that names, writes and reads a trial's record.
 
-A trial's per-epoch history is stored as the trial system attr `optimize:history` (`HISTORY_ATTR`): one
-list per column, one value per epoch. Not as a user attr: optuna-dashboard prints every user attr as one
-unwrapped line on the trial's page, so a history of a dozen epochs stretched that page to 7,000 px,
-and it cuts JSON values past 1,024 characters. Trial system attrs are in the database (copied by
-`optuna.copy_study`, listed by `study.trials_dataframe()`) but not on the dashboard, which shows the
-short summary user attrs instead. Studies written before stored the same columns as the user attr
-`history`; `stored_history` reads both.
+User attrs (optuna-dashboard lists them on the trial's page):
+
+- `worker` ("host:pid"), written as the trial starts, so that a trial whose worker dies names it;
+- `retry_of`: the trial this one runs again (`retry_of` also reads the links below);
+- `reason`, one of `Reason`, with `pruned_epoch` (a number) or `error` (one line): why it did not complete;
+- the run's summary: `epochs_run`, `best_epoch`, `best_val_jaccard`, `final_val_jaccard`, `stability`,
+  `train_val_gap`, `param_count`, `train_seconds`, `micro_batch_size`, `gradient_accumulation_steps`,
+  `images_per_epoch` and `oom_micro_batches` (the micro-batches that ran out of memory);
+- `enqueued`: a baseline of the study file's `[[enqueue]]`; `requeued_from` and `requeued`: the copy of
+  an interrupted trial, queued again.
+
+System attrs (in the database, not on the dashboard):
+
+- `optimize:history`, the per-epoch history: one list per column of `HISTORY_COLUMNS`, one value per
+  epoch. Not a user attr: the dashboard prints every user attr as one unwrapped line, so a dozen epochs
+  stretched the page to 7,000 px, and it cuts JSON values past 1,024 characters;
+- `failed_trial` and `retry_history`: the retry of a heartbeat-stale trial (named as Optuna's own callback
+  names them); `fixed_params`: Optuna's, the parameters of a queued trial.
+
+Studies written before stored the history as the user attr `history` and the reason as a sentence
+("pruned at epoch 3", "budget reached: not run", "ValueError: ..."); `stored_history` and `read_record`
+read both forms, here and nowhere else.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import optuna
@@ -20,9 +38,222 @@ from optuna.trial import FrozenTrial
 
 from optimize.errors import UserError
 
-HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "jaccard", "val_jaccard", "lr", "seconds")
+WORKER = "worker"
+RETRY_OF = "retry_of"
+REASON = "reason"
+PRUNED_EPOCH = "pruned_epoch"
+ERROR = "error"
+EPOCHS_RUN = "epochs_run"
+BEST_EPOCH = "best_epoch"
+BEST_VAL_JACCARD = "best_val_jaccard"
+FINAL_VAL_JACCARD = "final_val_jaccard"
+STABILITY = "stability"
+TRAIN_VAL_GAP = "train_val_gap"
+PARAM_COUNT = "param_count"
+TRAIN_SECONDS = "train_seconds"
+MICRO_BATCH_SIZE = "micro_batch_size"
+GRADIENT_ACCUMULATION_STEPS = "gradient_accumulation_steps"
+IMAGES_PER_EPOCH = "images_per_epoch"
+OOM_MICRO_BATCHES = "oom_micro_batches"
+ENQUEUED = "enqueued"
+REQUEUED_FROM = "requeued_from"
+REQUEUED = "requeued"
+
 HISTORY_ATTR = "optimize:history"
 LEGACY_HISTORY_ATTR = "history"
+FAILED_TRIAL = "failed_trial"
+RETRY_HISTORY = "retry_history"
+FIXED_PARAMS = "fixed_params"
+
+HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "jaccard", "val_jaccard", "lr", "seconds")
+MAX_ERROR_CHARS = 500
+LEGACY_PRUNED = re.compile(r"pruned at epoch (\d+)")
+BUDGET_TEXT = "budget reached: not run"
+
+
+class Reason(StrEnum):
+    """Why a trial did not complete: the whole set of values of the user attr `reason`."""
+
+    INTERRUPTED = "interrupted"
+    """A stop signal (SIGTERM, SIGINT) came: FAIL, its parameters queued again."""
+    OOM = "oom"
+    """Out of memory even at a micro-batch of 1: PRUNED and marked infeasible."""
+    NAN = "nan"
+    """The loss or val Jaccard became NaN or infinite: PRUNED (at `pruned_epoch` when seen at an epoch's end)."""
+    PRUNED = "pruned"
+    """The pruner stopped it; the epoch is the user attr `pruned_epoch`."""
+    ERROR = "error"
+    """An exception ended it: FAIL; its one-line text is the user attr `error`."""
+    BUDGET = "budget"
+    """Started after the study's budget was reached, so never run: FAIL."""
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A trial's record, read by `read_record`; a field the trial did not store is None."""
+
+    worker: str | None
+    retry_of: int | None
+    reason: Reason | None
+    pruned_epoch: int | None
+    error: str | None
+    epochs_run: int | None
+    best_epoch: int | None
+    best_val_jaccard: float | None
+    final_val_jaccard: float | None
+    stability: float | None
+    train_val_gap: float | None
+    param_count: int | None
+    train_seconds: float | None
+    micro_batch_size: int | None
+    gradient_accumulation_steps: int | None
+    images_per_epoch: int | None
+    oom_micro_batches: tuple[int, ...]
+    enqueued: bool
+    requeued_from: int | None
+
+    @property
+    def reason_text(self) -> str | None:
+        """The reason as a person reads it ("pruned at epoch 3", "ValueError: boom"); None for no reason."""
+        return None if self.reason is None else describe_reason(self.reason, self.pruned_epoch, self.error)
+
+
+def read_record(trial: FrozenTrial) -> TrialRecord:
+    """The trial's record, from a study written now or before (see the module's docstring)."""
+    attrs = trial.user_attrs
+    reason, pruned_epoch, error = _stored_reason(attrs)
+    return TrialRecord(
+        worker=attrs.get(WORKER),
+        retry_of=retry_of(trial),
+        reason=reason,
+        pruned_epoch=pruned_epoch,
+        error=error,
+        epochs_run=attrs.get(EPOCHS_RUN),
+        best_epoch=attrs.get(BEST_EPOCH),
+        best_val_jaccard=attrs.get(BEST_VAL_JACCARD),
+        final_val_jaccard=attrs.get(FINAL_VAL_JACCARD),
+        stability=attrs.get(STABILITY),
+        train_val_gap=attrs.get(TRAIN_VAL_GAP),
+        param_count=attrs.get(PARAM_COUNT),
+        train_seconds=attrs.get(TRAIN_SECONDS),
+        micro_batch_size=attrs.get(MICRO_BATCH_SIZE),
+        gradient_accumulation_steps=attrs.get(GRADIENT_ACCUMULATION_STEPS),
+        images_per_epoch=attrs.get(IMAGES_PER_EPOCH),
+        oom_micro_batches=tuple(attrs.get(OOM_MICRO_BATCHES) or ()),
+        enqueued=bool(attrs.get(ENQUEUED)),
+        requeued_from=attrs.get(REQUEUED_FROM),
+    )
+
+
+def _stored_reason(attrs: Mapping[str, Any]) -> tuple[Reason | None, int | None, str | None]:
+    """(reason, pruned epoch, error text) from the user attrs; an old study's sentence is parsed."""
+    stored = attrs.get(REASON)
+    if not stored:
+        return None, None, None
+    try:
+        return Reason(stored), attrs.get(PRUNED_EPOCH), attrs.get(ERROR)
+    except ValueError:
+        pass
+    pruned = LEGACY_PRUNED.fullmatch(str(stored))
+    if pruned:
+        return Reason.PRUNED, int(pruned.group(1)), None
+    if stored == BUDGET_TEXT:
+        return Reason.BUDGET, None, None
+    return Reason.ERROR, None, str(stored)
+
+
+def describe_reason(reason: Reason, pruned_epoch: int | None = None, error: str | None = None) -> str:
+    """How status, the run's trial lines and the report show a reason."""
+    if reason == Reason.PRUNED and pruned_epoch is not None:
+        return f"pruned at epoch {pruned_epoch}"
+    if reason == Reason.BUDGET:
+        return BUDGET_TEXT
+    if reason == Reason.ERROR and error:
+        return error
+    return reason.value
+
+
+def retry_of(trial: FrozenTrial) -> int | None:
+    """The trial this one runs again, after a heartbeat-stale failure or an interruption; None for a first run.
+
+    The objective writes `retry_of` when the copy starts; before that (a queued copy) the link is the
+    system attr `failed_trial` (a heartbeat-stale trial's retry) or the user attr `requeued_from`.
+    """
+    candidates = (
+        trial.user_attrs.get(RETRY_OF),
+        trial.system_attrs.get(FAILED_TRIAL),
+        trial.user_attrs.get(REQUEUED_FROM),
+    )
+    return next((int(number) for number in candidates if number is not None), None)
+
+
+def error_text(error: BaseException) -> str:
+    """The exception as one stored line: "ValueError: ...", cut at `MAX_ERROR_CHARS`."""
+    text = f"{type(error).__name__}: {error}"
+    return " ".join(text.split())[:MAX_ERROR_CHARS]
+
+
+def reason_attrs(reason: Reason, *, pruned_epoch: int | None = None, error: str | None = None) -> dict[str, Any]:
+    """The user attrs that record why a trial did not complete."""
+    attrs: dict[str, Any] = {REASON: reason.value}
+    if pruned_epoch is not None:
+        attrs[PRUNED_EPOCH] = int(pruned_epoch)
+    if error is not None:
+        attrs[ERROR] = error[:MAX_ERROR_CHARS]
+    return attrs
+
+
+def store_reason(
+    trial: optuna.Trial, reason: Reason, *, pruned_epoch: int | None = None, error: str | None = None
+) -> None:
+    """Record why the trial did not complete."""
+    _store_attrs(trial, reason_attrs(reason, pruned_epoch=pruned_epoch, error=error))
+
+
+def store_worker(trial: optuna.Trial, worker: str) -> None:
+    """Name the worker ("host:pid") running the trial."""
+    trial.set_user_attr(WORKER, worker)
+
+
+def store_summary(trial: optuna.Trial, rows: list[dict[str, float]], summary: Mapping[str, Any]) -> None:
+    """Store the per-epoch history and the summary, user attrs keyed by this module's names (None is stored)."""
+    store_history(trial, rows)
+    _store_attrs(trial, summary)
+
+
+def _store_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def requeued_attrs(original: int, reason: Reason | str) -> dict[str, Any]:
+    """The user attrs of an interrupted trial's queued copy: which trial it repeats, and why."""
+    return {REQUEUED_FROM: original, REQUEUED: str(reason)}
+
+
+def fixed_params(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The parameters a queued trial was given (Optuna's system attr); None for a sampled one."""
+    return trial.system_attrs.get(FIXED_PARAMS)
+
+
+def retry_chain(trial: FrozenTrial) -> list[int]:
+    """The heartbeat-stale trials this trial's retry would repeat: earlier ones, then this one."""
+    return [*trial.system_attrs.get(RETRY_HISTORY, []), trial.number]
+
+
+def stale_retry_link(trial: FrozenTrial) -> dict[str, Any]:
+    """The system attrs of a heartbeat-stale trial's retry: the first trial of the chain and the chain.
+
+    A queued trial that died before it drew its parameters also passes on its fixed parameters.
+    """
+    link: dict[str, Any] = {
+        FAILED_TRIAL: trial.system_attrs.get(FAILED_TRIAL, trial.number),
+        RETRY_HISTORY: retry_chain(trial),
+    }
+    fixed = fixed_params(trial)
+    if fixed and not trial.params:
+        link[FIXED_PARAMS] = fixed
+    return link
 
 
 def history_columns(rows: list[dict[str, float]]) -> dict[str, list[float | None]]:

@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from optimize.results.formatting import format_params
+from optimize.results.record import read_record
 from optimize.search.study import budget_used
 
 RECENT_REASONS = 10
@@ -27,7 +28,7 @@ def status_text(study: optuna.Study) -> str:
     if complete:
         best = study.best_trial
         lines.append(
-            f"best: trial {best.number}  val_jaccard {best.value:.4f} at epoch {best.user_attrs.get('best_epoch')}"
+            f"best: trial {best.number}  val_jaccard {best.value:.4f} at epoch {read_record(best).best_epoch}"
             f"  {format_params(best.params)}"
         )
     else:
@@ -45,8 +46,8 @@ def status_text(study: optuna.Study) -> str:
                 f"{'   -  ' if last is None else f'{last:.4f}'}  for {(now - started).total_seconds():6.0f} s"
                 f"  {format_params(trial.params)}"
             )
-    ended = [trial for trial in trials if trial.user_attrs.get("reason")][-RECENT_REASONS:]
+    ended = [(trial, text) for trial in trials if (text := read_record(trial).reason_text)][-RECENT_REASONS:]
     if ended:
         lines.append("reasons (latest):")
-        lines += [f"  trial {t.number:4d}  {t.state.name:<8} {t.user_attrs['reason']}" for t in ended]
+        lines += [f"  trial {trial.number:4d}  {trial.state.name:<8} {text}" for trial, text in ended]
     return "\n".join(lines)

@@ -1,28 +1,32 @@
 """Study configuration files (`studies/NAME.toml`): parsed and validated once, at load.
 
 Every default lives in a dataclass below (training defaults in `TrainSettings`); a file only
-states what differs. Every error names the file, the key and what was expected.
+states what differs. `[search]` is read by `optimize.search.space`. Every error names the file,
+the key and what was expected.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from losses import LOSS_SETTINGS, losses_taking
 from optimize.errors import ConfigError
-from optimize.search.settings import TrainSettings, field_names, field_types
+from optimize.folders import studies_dir
+from optimize.limits import MAX_SEED, MIN_SYNTHETIC_SIZE
+from optimize.search.settings import TrainSettings
+from optimize.search.space import SearchSpace, parse_space
+from optimize.search.tables import build, reject_unknown
 
-STUDIES_DIR_ENV = "OPTIMIZE_STUDIES_DIR"
-MAX_SEED = 2**32 - 1
-"""The largest seed numpy's and scikit-learn's generators take (seeds run from 0)."""
-MIN_SYNTHETIC_SIZE = 8
-"""The smallest synthetic image `data.make_microbeads` draws beads on."""
+OLD_RECOVERY_SECTION = "faults"
+"""The name `[recovery]` had before; still read, with a warning."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,50 +113,28 @@ class BudgetConfig:
 
 
 @dataclass(frozen=True)
-class FaultConfig:
-    """Crash recovery on database storage: heartbeats mark dead workers' trials FAIL, then retry them.
+class RecoveryConfig:
+    """Recovery from crashed workers and lost databases (database storage): heartbeats mark dead workers'
+    trials FAIL, then retry them.
 
     `reconnect_timeout`: seconds a worker keeps retrying while the database is unreachable (a restart,
-    a failover, a network cut) before it gives up with exit code 75.
+    a failover, a network cut) before it gives up with exit code 75. `stop_after_repeated_errors`: a
+    worker stops after this many consecutive trials failed with the same exception type.
     """
 
     heartbeat_interval: int = 60
     grace_period: int | None = None
     max_retry: int = 2
     reconnect_timeout: int = 600
+    stop_after_repeated_errors: int = 3
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval < 1 or self.max_retry < 0:
             raise ValueError("need heartbeat_interval >= 1 and max_retry >= 0")
         if self.reconnect_timeout < 1:
             raise ValueError(f"reconnect_timeout = {self.reconnect_timeout} must be >= 1 (seconds)")
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One searched parameter: categorical `choices`, or a `low`..`high` range (optionally log-scaled)."""
-
-    name: str
-    choices: tuple[Any, ...] = ()
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-
-    @property
-    def is_categorical(self) -> bool:
-        return bool(self.choices)
-
-    def contains(self, value: Any) -> bool:
-        """Whether `value` is a point of this space (used to validate enqueued trials)."""
-        if self.is_categorical:
-            return value in self.choices
-        return isinstance(value, int | float) and not isinstance(value, bool) and self.low <= value <= self.high
-
-    def describe(self) -> str:
-        if self.is_categorical:
-            return "one of " + ", ".join(map(repr, self.choices))
-        return f"a number in [{self.low}, {self.high}]"
+        if self.stop_after_repeated_errors < 1:
+            raise ValueError(f"stop_after_repeated_errors = {self.stop_after_repeated_errors} must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -165,11 +147,11 @@ class StudyConfig:
     description: str = ""
     data: DataConfig = field(default_factory=lambda: DataConfig(synthetic=SyntheticData()))
     training: TrainSettings = field(default_factory=TrainSettings)
-    search: tuple[ParamSpec, ...] = ()
+    search: SearchSpace = field(default_factory=SearchSpace)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
-    faults: FaultConfig = field(default_factory=FaultConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     enqueue: tuple[dict[str, Any], ...] = ()
 
     def data_dir(self) -> Path | None:
@@ -180,15 +162,12 @@ class StudyConfig:
 
     def deepest(self) -> tuple[int, str]:
         """The largest U-Net `depth` a trial can get, and the setting it comes from (for messages)."""
-        for param in self.search:
-            if param.name != "depth":
-                continue
-            if param.is_categorical:
-                return max(param.choices), f"[search] depth = {list(param.choices)}"
-            step = int(param.step or 1)
-            top = int(param.low + (param.high - param.low) // step * step)
-            return top, f"[search] depth up to {top}"
-        return self.training.depth, f"[training] depth = {self.training.depth}"
+        param = self.search.get("depth")
+        if param is None:
+            return self.training.depth, f"[training] depth = {self.training.depth}"
+        if param.is_categorical:
+            return param.highest(), f"[search] depth = {list(param.choices)}"
+        return param.highest(), f"[search] depth up to {param.highest()}"
 
     def image_size_problem(self, size: int) -> str | None:
         """Why images `size` px across cannot pass through every U-Net of this study, or None when they can.
@@ -215,11 +194,6 @@ def nearest_image_sizes(size: int, depth: int) -> tuple[int, ...]:
     return (below, below + step) if below > 0 else (step,)
 
 
-def studies_dir() -> Path:
-    """Folder holding `NAME.toml` configs and, by default, the SQLite databases."""
-    return Path(os.environ.get(STUDIES_DIR_ENV, "studies")).resolve()
-
-
 def config_path(study: str) -> Path:
     """The config file for a study name (or an explicit path to a `.toml` file)."""
     if study.endswith(".toml"):
@@ -228,7 +202,11 @@ def config_path(study: str) -> Path:
 
 
 def load_config(study: str) -> StudyConfig:
-    """Read and validate the study's config file; raise `ConfigError` naming the file and key."""
+    """Read and validate the study's config file; raise `ConfigError` naming the file and key.
+
+    A file that still calls `[recovery]` by its old name, `[faults]`, gets a logged warning (stored
+    configs of old studies, read by `parse_config` alone, do not).
+    """
     path = config_path(study)
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.toml"))
@@ -238,39 +216,79 @@ def load_config(study: str) -> StudyConfig:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    return parse_config(table, path=path, text=text)
+    config = parse_config(table, path=path, text=text)
+    if OLD_RECOVERY_SECTION in table:
+        log.warning(
+            "%s: [%s] is now called [recovery]; rename the section (the old name will stop working)",
+            path,
+            OLD_RECOVERY_SECTION,
+        )
+    return config
 
 
 def parse_config(table: dict[str, Any], *, path: Path, text: str = "") -> StudyConfig:
     """Validate a parsed TOML table; `path` names the file in error messages."""
+    recovery_section, recovery_table = _recovery_section(table, path)
     sections = {f.name for f in dataclasses.fields(StudyConfig)} - {"name", "path", "text"}
-    _reject_unknown(table, sections, f"{path}")
+    reject_unknown({key: value for key, value in table.items() if key != OLD_RECOVERY_SECTION}, sections, f"{path}")
     training_table = table.get("training", {})
     search_table = table.get("search", {})
     for name in sorted(set(training_table) & set(search_table)):
         raise ConfigError(f"{path}: {name!r} is set in both [training] and [search]; keep one")
-    base = _build(TrainSettings, training_table, f"{path} [training]")
-    search = tuple(_param_spec(name, spec, base, path) for name, spec in search_table.items())
-    _check_combinations(search, base, path)
+    base = build(TrainSettings, training_table, f"{path} [training]")
+    search = parse_space(search_table, base, path)
+    _check_loss_settings(training_table, search, base, path)
     description = table.get("description", "")
     if not isinstance(description, str):
         raise ConfigError(f"{path}: description must be a string")
+    data = build(DataConfig, table.get("data", {}), f"{path} [data]")
+    sampler = build(SamplerConfig, table.get("sampler", {}), f"{path} [sampler]")
+    if sampler.kind == "grid":
+        search.check_grid(path)
     config = StudyConfig(
         name=path.stem,
         path=path,
         text=text,
         description=description,
-        data=_build(DataConfig, table.get("data", {}), f"{path} [data]"),
+        data=data,
         training=base,
         search=search,
-        sampler=_build(SamplerConfig, table.get("sampler", {}), f"{path} [sampler]"),
-        pruner=_build(PrunerConfig, table.get("pruner", {}), f"{path} [pruner]"),
-        budget=_build(BudgetConfig, table.get("budget", {}), f"{path} [budget]"),
-        faults=_build(FaultConfig, table.get("faults", {}), f"{path} [faults]"),
-        enqueue=tuple(_enqueued(entry, search, base, path, i) for i, entry in enumerate(table.get("enqueue", []))),
+        sampler=sampler,
+        pruner=build(PrunerConfig, table.get("pruner", {}), f"{path} [pruner]"),
+        budget=build(BudgetConfig, table.get("budget", {}), f"{path} [budget]"),
+        recovery=build(RecoveryConfig, recovery_table, f"{path} [{recovery_section}]"),
+        enqueue=tuple(
+            search.point(entry, base, f"{path} [[enqueue]] #{index + 1}")
+            for index, entry in enumerate(table.get("enqueue", []))
+        ),
     )
     _check_image_sizes(config)
     return config
+
+
+def _recovery_section(table: dict[str, Any], path: Path) -> tuple[str, Any]:
+    """The name the file gives `[recovery]` (or its old name, `[faults]`) and that section's table."""
+    if OLD_RECOVERY_SECTION not in table:
+        return "recovery", table.get("recovery", {})
+    if "recovery" in table:
+        raise ConfigError(
+            f"{path}: both [recovery] and [{OLD_RECOVERY_SECTION}] are set; [{OLD_RECOVERY_SECTION}] is the old "
+            "name of [recovery]: keep only [recovery]"
+        )
+    return OLD_RECOVERY_SECTION, table[OLD_RECOVERY_SECTION]
+
+
+def _check_loss_settings(training_table: dict, search: SearchSpace, base: TrainSettings, path: Path) -> None:
+    """A loss setting (`focal_gamma`, ...) that no loss of the study takes would change nothing: refuse it."""
+    loss = search.get("loss")
+    study_losses = loss.choices if loss else (base.loss,)
+    for section, table in (("training", training_table), ("search", search.names())):
+        for name in table:
+            if name in LOSS_SETTINGS and not set(study_losses) & set(losses_taking(name)):
+                raise ConfigError(
+                    f"{path} [{section}] {name}: no loss of this study takes it (loss: {', '.join(study_losses)}); "
+                    f"it sets a parameter of {', '.join(losses_taking(name))}"
+                )
 
 
 def _check_image_sizes(config: StudyConfig) -> None:
@@ -284,107 +302,6 @@ def _check_image_sizes(config: StudyConfig) -> None:
         problem = size and config.image_size_problem(size)
         if problem:
             raise ConfigError(f"{config.path} {key} = {size}: {problem}")
-
-
-def _build(cls: type, table: Any, where: str) -> Any:
-    """Instantiate a config dataclass from a TOML table, checking keys and value types."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table of keys, got {table!r}")
-    hints = typing.get_type_hints(cls)
-    _reject_unknown(table, set(hints), where)
-    values = {name: _typed(value, hints[name], f"{where} {name}") for name, value in table.items()}
-    try:
-        return cls(**values)
-    except ValueError as error:
-        raise ConfigError(f"{where}: {error}") from None
-
-
-def _typed(value: Any, hint: Any, where: str) -> Any:
-    """`value` checked against a type hint (int accepted for float; bool never for numbers)."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    for option in options:
-        if option is type(None):
-            continue
-        if dataclasses.is_dataclass(option) and isinstance(value, dict):
-            return _build(option, value, where)
-        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option in (bool, str) and isinstance(value, option):
-            return value
-    expected = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
-    raise ConfigError(f"{where} = {value!r}: expected {expected}")
-
-
-def _param_spec(name: str, spec: Any, base: TrainSettings, path: Path) -> ParamSpec:
-    where = f"{path} [search] {name}"
-    if name not in field_names():
-        raise ConfigError(f"{where}: unknown parameter; searchable: {', '.join(field_names())}")
-    kind = field_types()[name]
-    if isinstance(spec, list):
-        if not spec:
-            raise ConfigError(f"{where}: empty list of choices")
-        param = ParamSpec(name, choices=tuple(_typed(choice, kind, where) for choice in spec))
-    elif isinstance(spec, dict):
-        if kind not in (int, float):
-            raise ConfigError(f"{where}: a range needs a numeric parameter; give a list of choices")
-        _reject_unknown(spec, {"low", "high", "log", "step"}, where)
-        if "low" not in spec or "high" not in spec:
-            raise ConfigError(f"{where}: a range needs both low and high")
-        param = ParamSpec(
-            name,
-            low=_typed(spec["low"], kind, f"{where} low"),
-            high=_typed(spec["high"], kind, f"{where} high"),
-            log=_typed(spec.get("log", False), bool, f"{where} log"),
-            step=_typed(spec["step"], kind, f"{where} step") if "step" in spec else None,
-        )
-        if not param.low < param.high:
-            raise ConfigError(f"{where}: low = {param.low} must be below high = {param.high}")
-        if param.log and param.low <= 0:
-            raise ConfigError(f"{where}: a log range needs low > 0")
-    else:
-        raise ConfigError(f"{where} = {spec!r}: expected a list of choices or a {{low, high, log}} table")
-    for value in param.choices or (param.low, param.high):
-        _settings_with(base, {name: value}, where)
-    return param
-
-
-def _check_combinations(search: tuple[ParamSpec, ...], base: TrainSettings, path: Path) -> None:
-    """Batch size and gradient accumulation searched together must divide for every pair."""
-    by_name = {param.name: param for param in search}
-    batch = by_name.get("batch_size")
-    steps = by_name.get("gradient_accumulation_steps")
-    if batch and steps and batch.is_categorical and steps.is_categorical:
-        for size in batch.choices:
-            for step in steps.choices:
-                _settings_with(base, {"batch_size": size, "gradient_accumulation_steps": step}, f"{path} [search]")
-
-
-def _enqueued(entry: Any, search: tuple[ParamSpec, ...], base: TrainSettings, path: Path, index: int) -> dict:
-    where = f"{path} [[enqueue]] #{index + 1}"
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: expected a table of parameter values")
-    by_name = {param.name: param for param in search}
-    _reject_unknown(entry, set(by_name), where)
-    for name, value in entry.items():
-        if not by_name[name].contains(value):
-            raise ConfigError(f"{where} {name} = {value!r}: expected {by_name[name].describe()}")
-    _settings_with(base, entry, where)
-    return dict(entry)
-
-
-def _settings_with(base: TrainSettings, changes: dict[str, Any], where: str) -> TrainSettings:
-    try:
-        return base.replace(**changes)
-    except ValueError as error:
-        raise ConfigError(f"{where}: {error}") from None
-
-
-def _reject_unknown(table: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
 
 
 def _check_seed(name: str, value: int) -> None:

@@ -12,12 +12,16 @@ pruner and objective. The fingerprint is plain JSON, stored as the study user at
   and masks/ (not the folder's absolute path: another node may mount the same files elsewhere);
   for synthetic beads, `[data.synthetic]`; and in both cases the statistics of the loaded set
   (image size, images, train/val split, objects per image, foreground fraction, object areas).
-- `joinable`, safe to change: description, `[budget]`, `[faults]`, `[sampler]` (and `--seed`),
+- `joinable`, safe to change: description, `[budget]`, `[recovery]` (stored as `faults`, its
+  former name), `[sampler]` (and `--seed`),
   `[[enqueue]]` entries, `[training]` jit_compile and run_eagerly. They decide how many trials run,
   how crashes are handled, which points are tried next and how a step executes, never what a
   trial measures; they are recorded only to say what differs. Command-line flags such as
   `--n-trials`, `--timeout`, `--workers` and `--gpus`, the data folder's path and the config
   file's path are not part of the fingerprint.
+
+A setting added to the project after a study was made is missing from its stored fingerprint; it
+differs only when this worker's value is not the setting's default (which is what the study ran with).
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimize.errors import UserError
-from optimize.search.config import ParamSpec, StudyConfig
+from optimize.search.config import BudgetConfig, RecoveryConfig, SamplerConfig, StudyConfig
+from optimize.search.settings import TrainSettings
+from optimize.search.space import ParamSpec
 
 if TYPE_CHECKING:
     from optimize.training.dataset import StudyData
@@ -46,6 +52,15 @@ PRUNER_SETTINGS = {
     "median": ("n_startup_trials", "n_warmup_steps"),
     "none": (),
 }
+JOINABLE_SECTIONS = {"budget": "budget", "faults": "recovery", "sampler": "sampler", "training": "training"}
+"""Each joinable section's key in the stored fingerprint and the study file's name for it."""
+DEFAULTS = {
+    "training": dataclasses.asdict(TrainSettings()),
+    "budget": dataclasses.asdict(BudgetConfig()),
+    "faults": dataclasses.asdict(RecoveryConfig()),
+    "sampler": dataclasses.asdict(SamplerConfig()),
+}
+"""Each setting's default, by the fingerprint's section key: what a study made before the setting existed used."""
 DATA_FOLDERS = ("images", "masks")
 LISTED_FILES_MAX_CHARS = 32_000  # MySQL's TEXT column holds 64 KiB; larger listings keep only their digest
 STATS_REL_TOLERANCE = 1e-6
@@ -104,7 +119,7 @@ def study_fingerprint(config: StudyConfig, data: StudyData, objective: dict[str,
         "joinable": {
             "description": config.description,
             "budget": dataclasses.asdict(config.budget),
-            "faults": dataclasses.asdict(config.faults),
+            "faults": dataclasses.asdict(config.recovery),
             "sampler": dataclasses.asdict(config.sampler),
             "training": {name: training[name] for name in EXECUTION_SETTINGS if name not in searched},
             "enqueue": list(config.enqueue),
@@ -186,21 +201,31 @@ def _param_spec(param: ParamSpec) -> list | dict:
 
 def _config_differences(stored: dict, current: dict) -> Iterator[Difference]:
     for section in ("objective", "data", "search", "training", "pruner"):
-        yield from _section_differences("config", section, stored.get(section, {}), current.get(section, {}))
+        yield from _section_differences(
+            "config", section, stored.get(section, {}), current.get(section, {}), DEFAULTS.get(section, {})
+        )
 
 
 def _joinable_differences(stored: dict, current: dict) -> Iterator[Difference]:
     for key in ("description", "enqueue"):
         if stored.get(key) != current.get(key):
             yield Difference("joinable", "[[enqueue]]" if key == "enqueue" else key, stored.get(key), current.get(key))
-    for section in ("budget", "faults", "sampler", "training"):
-        yield from _section_differences("joinable", section, stored.get(section, {}), current.get(section, {}))
+    for key, section in JOINABLE_SECTIONS.items():
+        yield from _section_differences(
+            "joinable", section, stored.get(key, {}), current.get(key, {}), DEFAULTS.get(key, {})
+        )
 
 
-def _section_differences(part: str, section: str, stored: dict, current: dict) -> Iterator[Difference]:
+def _section_differences(
+    part: str, section: str, stored: dict, current: dict, defaults: dict | None = None
+) -> Iterator[Difference]:
+    """The settings of one section that differ. A setting missing from `stored` that has a default in
+    `defaults` was added after the study was made, which then ran with that default."""
+    defaults = defaults or {}
     for name in [*stored, *(name for name in current if name not in stored)]:
-        before, after = stored.get(name), current.get(name)
-        if before != after or (name in stored) != (name in current):
+        was_set = name in stored or name in defaults
+        before, after = stored.get(name, defaults.get(name)), current.get(name)
+        if before != after or was_set != (name in current):
             yield Difference(part, f"[{section}] {name}", before, after)
 
 

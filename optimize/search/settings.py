@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
+
+from losses import LOSS_NAMES, LOSS_SETTINGS, params_from_settings
+from models import ARCHITECTURES, NORMS
 
 SCHEDULES = ("none", "plateau", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -16,7 +20,12 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 @dataclass(frozen=True)
 class TrainSettings:
     """One training configuration. `batch_size` is the effective batch the optimizer sees;
-    each step runs `batch_size // gradient_accumulation_steps` images at a time."""
+    each step runs `batch_size // gradient_accumulation_steps` images at a time.
+
+    `focal_*`, `tversky_*` and `combined*_focal_weight` set the parameters of the losses that take them
+    (`losses.LOSS_SETTINGS`); their defaults are the losses' own, so a study that sets none of them
+    trains the same loss as `losses.get(loss)`.
+    """
 
     architecture: str = "unet"
     base_filters: int = 64
@@ -24,6 +33,12 @@ class TrainSettings:
     dropout: float = 0.0
     norm: str = "batch"
     loss: str = "combined"
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    tversky_alpha: float = 0.7
+    tversky_beta: float = 0.3
+    combined_focal_weight: float = 0.3
+    combined_tversky_focal_weight: float = 0.4
     learning_rate: float = 1e-4
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
@@ -51,6 +66,10 @@ class TrainSettings:
         """Images per forward/backward pass."""
         return self.batch_size // self.gradient_accumulation_steps
 
+    def loss_params(self) -> dict[str, Any]:
+        """The keyword arguments of `losses.get(self.loss, ...)`: the loss settings this loss takes."""
+        return params_from_settings(self.loss, {name: getattr(self, name) for name in LOSS_SETTINGS})
+
     def replace(self, **changes: object) -> TrainSettings:
         """A copy with `changes` applied (and validated)."""
         return dataclasses.replace(self, **changes)
@@ -68,9 +87,6 @@ def field_types() -> dict[str, type]:
 
 
 def _problems(settings: TrainSettings):
-    from losses import LOSS_NAMES
-    from models import ARCHITECTURES, NORMS
-
     choices = {
         "architecture": ARCHITECTURES,
         "loss": LOSS_NAMES,
@@ -97,6 +113,12 @@ def _problems(settings: TrainSettings):
             yield f"{name} = {getattr(settings, name)!r} must be > 0"
     if not 0.0 <= settings.dropout < 1.0:
         yield f"dropout = {settings.dropout!r} must be in [0, 1)"
+    for name in ("focal_alpha", "combined_focal_weight", "combined_tversky_focal_weight"):
+        if not 0.0 <= getattr(settings, name) <= 1.0:
+            yield f"{name} = {getattr(settings, name)!r} must be in [0, 1]"
+    for name in ("focal_gamma", "tversky_alpha", "tversky_beta"):
+        if getattr(settings, name) < 0:
+            yield f"{name} = {getattr(settings, name)!r} must be >= 0"
     if not 0.0 < settings.plateau_factor < 1.0:
         yield f"plateau_factor = {settings.plateau_factor!r} must be in (0, 1)"
     if settings.clipnorm < 0 or settings.warmup_epochs < 0:

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from optimize.errors import ConfigError, UserError
-from optimize.search.config import ParamSpec, PrunerConfig, SamplerConfig, StudyConfig
+from optimize.errors import UserError
+from optimize.results.record import ENQUEUED
+from optimize.search.config import PrunerConfig, SamplerConfig, StudyConfig
 from optimize.search.fingerprint import (
     FINGERPRINT_ATTR,
     Difference,
@@ -21,6 +22,7 @@ from optimize.search.fingerprint import (
     safe_changes,
     study_fingerprint,
 )
+from optimize.search.space import SearchSpace
 from optimize.storage import with_retry
 
 if TYPE_CHECKING:
@@ -47,17 +49,17 @@ PACKAGES = (
 
 
 def make_sampler(
-    config: SamplerConfig, search: tuple[ParamSpec, ...], rank: int = 0, n_workers: int = 1
+    config: SamplerConfig, search: SearchSpace, rank: int = 0, n_workers: int = 1
 ) -> optuna.samplers.BaseSampler:
-    """The configured sampler; each worker's seed is `seed + rank` so workers never suggest alike."""
+    """The configured sampler; each worker's seed is `seed + rank` so workers never suggest alike.
+
+    A grid takes lists of choices only, as the study file's check guarantees.
+    """
     seed = None if config.seed is None else config.seed + rank
     if config.kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.kind == "grid":
-        ranges = [param.name for param in search if not param.is_categorical]
-        if ranges:
-            raise ConfigError(f"grid sampler needs categorical choices; {', '.join(ranges)} is a range")
-        return optuna.samplers.GridSampler({param.name: list(param.choices) for param in search}, seed=seed)
+        return optuna.samplers.GridSampler(search.grid(), seed=seed)
     return optuna.samplers.TPESampler(
         n_startup_trials=max(config.n_startup_trials, n_workers),
         multivariate=config.multivariate,
@@ -116,7 +118,7 @@ def create_or_join(
 def record_study_attrs(study: optuna.Study, config: StudyConfig, data: StudyData, *, created: bool) -> str:
     """Record what the study is made of when it is created; when joining, refuse other settings or data.
 
-    The creator stores the fingerprint (see `optimize.fingerprint`) first, then the config text and
+    The creator stores the fingerprint (see `optimize.search.fingerprint`) first, then the config text and
     file, package versions, data statistics and budget. A joining worker compares its fingerprint
     with the stored one and raises `StudyMismatchError`, before writing anything, when a defining
     setting or the data differ. It never rewrites the stored attrs, except `max_trials`, the budget
@@ -211,7 +213,7 @@ def set_attr(study: optuna.Study, key: str, value: object) -> None:
 def enqueue_known(study: optuna.Study, config: StudyConfig) -> None:
     """Queue the config's known configurations once, however many times and nodes run the study."""
     for params in config.enqueue:
-        study.enqueue_trial(params, user_attrs={"enqueued": True}, skip_if_exists=True)
+        study.enqueue_trial(params, user_attrs={ENQUEUED: True}, skip_if_exists=True)
 
 
 def budget_used(study: optuna.Study, before_trial: int | None = None) -> int:

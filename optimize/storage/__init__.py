@@ -2,7 +2,8 @@
 
 `database` resolves `--storage` (SQLAlchemy URL, journal file or the default SQLite file under
 `studies/`), checks it before any work, and opens it read-only or for writing; `resilient` wraps a
-worker's storage so that a restart or failover of the database does not end its trial.
+worker's storage so that a restart or failover of the database does not end its trial; `retries`
+runs a trial again whose worker died (heartbeat) or was stopped by a signal.
 """
 
 from optimize.storage.database import (
@@ -21,9 +22,11 @@ from optimize.storage.database import (
     storage_kind,
     with_retry,
 )
+from optimize.storage.retries import RetryStaleTrial, requeue
 
 __all__ = [
     "Reconnector",
+    "RetryStaleTrial",
     "check_url",
     "default_url",
     "describe",
@@ -33,6 +36,7 @@ __all__ = [
     "open_storage",
     "parse_url",
     "reason",
+    "requeue",
     "redact",
     "resolve_url",
     "storage_kind",

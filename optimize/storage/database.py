@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
 
 import optuna
@@ -29,9 +29,11 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from sqlalchemy.engine import URL, make_url
 
 from optimize.errors import DatabaseUnreachable, StorageError
-from optimize.outputs import file_in_the_way
-from optimize.search.config import FaultConfig, studies_dir
-from optimize.search.retries import RetryStaleTrial
+from optimize.folders import file_in_the_way, studies_dir
+from optimize.storage.retries import RetryStaleTrial
+
+if TYPE_CHECKING:
+    from optimize.search.config import RecoveryConfig
 
 STORAGE_ENV = "OPTIMIZE_STORAGE"
 SQLITE_BUSY_SECONDS = 120
@@ -151,11 +153,11 @@ def is_journal(url: str) -> bool:
 
 
 def open_storage(
-    url: str, faults: FaultConfig | None = None, *, read_only: bool = False
+    url: str, recovery: RecoveryConfig | None = None, *, read_only: bool = False
 ) -> optuna.storages.BaseStorage:
     """An Optuna storage for `url`, tuned for many concurrent workers.
 
-    On database storage, `faults` turns on heartbeats so that trials of a killed worker become
+    On database storage, `recovery` turns on heartbeats so that trials of a killed worker become
     FAIL after the grace period and are re-queued with the same parameters.
 
     With `read_only` (status, export-best, report, dashboard) the study database must exist and is never
@@ -176,11 +178,11 @@ def open_storage(
     if read_only:
         return _open_read_only(url, parsed)
     heartbeat = {}
-    if faults is not None:
+    if recovery is not None:
         heartbeat = dict(
-            heartbeat_interval=faults.heartbeat_interval,
-            grace_period=faults.grace_period,
-            heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=faults.max_retry),
+            heartbeat_interval=recovery.heartbeat_interval,
+            grace_period=recovery.grace_period,
+            heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=recovery.max_retry),
         )
     try:
         if parsed.get_backend_name() == "sqlite":

@@ -5,7 +5,7 @@ call. Optuna re-raises each such error as `StorageInternalError`, which fails th
 heartbeat thread or, while the trial's result is being recorded, the worker. `ResilientStorage`
 sits between Optuna and the storage, so that every call, those `study.optimize` makes itself
 included (creating a trial, the heartbeat, the final state), is retried on a new connection until
-the database has been unreachable for `[faults] reconnect_timeout` seconds; then the call raises
+the database has been unreachable for `[recovery] reconnect_timeout` seconds; then the call raises
 `DatabaseUnreachable`. Reads and upserts are safe to repeat as they are; the two writes that are
 not (creating a trial, changing its state) are checked after a retry, because the attempt whose
 connection dropped may have been committed.
@@ -19,7 +19,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Container, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -31,9 +31,12 @@ from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from optimize.errors import DatabaseUnreachable
-from optimize.search.config import FaultConfig
-from optimize.search.retries import RetryStaleTrial
+from optimize.results.record import Reason, reason_attrs
 from optimize.storage import Reconnector, describe, is_transient, reason
+from optimize.storage.retries import RetryStaleTrial
+
+if TYPE_CHECKING:
+    from optimize.search.config import RecoveryConfig
 
 CREATED_BY = "created_by"
 """System attr of each trial a worker creates: `host:pid:token`, unique per creation, so a trial created
@@ -44,13 +47,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def worker_storage(storage: BaseStorage, faults: FaultConfig, url: str) -> BaseStorage:
+def worker_storage(storage: BaseStorage, recovery: RecoveryConfig, url: str) -> BaseStorage:
     """The storage a worker runs trials on: `ResilientStorage` around database storage, others unchanged."""
     if isinstance(storage, optuna.storages.RDBStorage):
         pool_log = logging.getLogger(POOL_LOGGER)
         if not any(isinstance(installed, DroppedConnectionReset) for installed in pool_log.filters):
             pool_log.addFilter(DroppedConnectionReset())
-        return ResilientStorage(storage, faults, describe(url))
+        return ResilientStorage(storage, recovery, describe(url))
     return storage
 
 
@@ -78,10 +81,10 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
     heartbeat-stale trials are retried with a clean record (`RetryStaleTrial`).
     """
 
-    def __init__(self, storage: optuna.storages.RDBStorage, faults: FaultConfig, where: str) -> None:
+    def __init__(self, storage: optuna.storages.RDBStorage, recovery: RecoveryConfig, where: str) -> None:
         self._storage = optuna.storages.get_storage(storage)
-        self.reconnector = Reconnector(faults.reconnect_timeout, where, "[faults] reconnect_timeout")
-        self._retry_stale = RetryStaleTrial(faults.max_retry)
+        self.reconnector = Reconnector(recovery.reconnect_timeout, where, "[recovery] reconnect_timeout")
+        self._retry_stale = RetryStaleTrial(recovery.max_retry)
         self._creator = f"{socket.gethostname()}:{os.getpid()}"
 
     @property
@@ -157,7 +160,8 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
     def _fail_twin(self, twin: FrozenTrial, kept_id: int) -> None:
         kept = self.get_trial(kept_id).number
         note = f"created twice when the database connection dropped; trial {kept} is the one that runs"
-        self.set_trial_user_attr(twin._trial_id, "reason", note)
+        for key, value in reason_attrs(Reason.ERROR, error=note).items():
+            self.set_trial_user_attr(twin._trial_id, key, value)
         self.set_trial_state_values(twin._trial_id, TrialState.FAIL)
         log.warning("trial %d was %s: marked FAIL", twin.number, note)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 
 from optimize.errors import UserError
-from optimize.search.config import studies_dir
+from optimize.folders import studies_dir
 
 COMPILE_CACHE_ENV = "OPTIMIZE_COMPILE_CACHE"
 DISABLED = "off"

@@ -97,7 +97,7 @@ def measure_step(config: StudyConfig, data: StudyData) -> float:
         model = build_model(settings, input_shape=images.shape[1:])
         model.compile(
             optimizer=make_optimizer(settings, steps_per_epoch=1),
-            loss=losses.get(settings.loss),
+            loss=losses.get(settings.loss, **settings.loss_params()),
             jit_compile=settings.jit_compile,
         )
         model.train_on_batch(images, masks)

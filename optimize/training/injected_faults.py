@@ -1,5 +1,5 @@
-"""Test hooks that cause a worker's faults for real: the backend's own out-of-memory error, and a batch
-that takes minutes. Off unless their environment variable is set.
+"""Test hooks that cause a worker's faults for real: the backend's own out-of-memory error, a batch
+that takes minutes, and an error in our own code. Off unless their environment variable is set.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from optimize.training.out_of_memory import backend_out_of_memory_error
 
 INJECT_OOM_ENV = "OPTIMIZE_TEST_OOM_ABOVE_MICRO_BATCH"
 INJECT_SLOW_STEP_ENV = "OPTIMIZE_TEST_SLOW_STEP"
+INJECT_ERROR_ENV = "OPTIMIZE_TEST_ERROR"
 
 
 class InjectedOutOfMemory(keras.callbacks.Callback):
@@ -74,3 +75,20 @@ def slow_step_injection() -> list[keras.callbacks.Callback]:
         return []
     phase, seconds = setting.split(":")
     return [InjectedSlowStep(phase, float(seconds))]
+
+
+class InjectedError(keras.callbacks.Callback):
+    """Test hook: a bug in our own code, raised as `ValueError(message)` at a trial's first training batch."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        raise ValueError(self.message)
+
+
+def error_injection() -> list[keras.callbacks.Callback]:
+    """The test hook's callback when `$OPTIMIZE_TEST_ERROR` holds a message, else nothing."""
+    message = os.environ.get(INJECT_ERROR_ENV)
+    return [InjectedError(message)] if message else []

@@ -66,7 +66,7 @@ def train(
         )
         model.compile(
             optimizer=make_optimizer(settings, steps_per_epoch=len(batches)),
-            loss=losses.get(settings.loss),
+            loss=losses.get(settings.loss, **settings.loss_params()),
             metrics=losses.metrics(),
             jit_compile=settings.jit_compile,
             run_eagerly=settings.run_eagerly,

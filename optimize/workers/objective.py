@@ -1,9 +1,9 @@
 """The Optuna objective: suggest a configuration, train it, and store what happened with the trial.
 
-Whatever a trial's end (COMPLETE, PRUNED, FAIL), its summary and reason are stored as trial user
-attrs, which the dashboard lists, and its per-epoch history as a system attr (`optimize.history`),
-which `export-best` and `report` read; other nodes see both. Storage calls
-survive a dropped database connection in the worker's storage (`optimize.resilient_storage`).
+Whatever a trial's end (COMPLETE, PRUNED, FAIL), its record is stored as `optimize.results.record`
+defines it: summary and reason as user attrs, which the dashboard lists, the per-epoch history as a
+system attr, which `export-best` and `report` read; other nodes see both. Storage calls survive a
+dropped database connection in the worker's storage (`optimize.storage.resilient`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import gc
 import math
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -22,17 +22,20 @@ from optuna.exceptions import UpdateFinishedTrialError
 
 from data import epoch_images
 from optimize.errors import DatabaseUnreachable
-from optimize.results.record import finite_or_none, store_history
-from optimize.search.config import ParamSpec, StudyConfig
-from optimize.search.retries import requeue, retried_trial_number
+from optimize.results import record
+from optimize.results.record import Reason
+from optimize.search.config import StudyConfig
 from optimize.search.settings import TrainSettings
+from optimize.storage.retries import requeue
 from optimize.training.history import EpochHistory, best_row
 from optimize.training.out_of_memory import is_out_of_memory, smaller_micro_batch
 from optimize.training.train import Arrays, TrainResult, train
 from optimize.workers.interrupt import Interrupted
-from optimize.workers.pruning import ReportToTrial, TrialPruned
+from optimize.workers.pruning import PrunedWithReason, ReportToTrial
 
 STABILITY_EPOCHS = 10
+LEAVES_TRIAL = (UpdateFinishedTrialError, DatabaseUnreachable)
+"""Errors on which this worker leaves its trial (`TrialAbandoned`) rather than fails it."""
 
 
 class TrialAbandoned(BaseException):
@@ -50,23 +53,13 @@ class TrialAbandoned(BaseException):
         self.cause = cause
 
 
-def suggest(trial: optuna.Trial, search: Sequence[ParamSpec]) -> dict[str, Any]:
-    """Draw every searched parameter from the trial."""
-    params: dict[str, Any] = {}
-    for param in search:
-        if param.is_categorical:
-            params[param.name] = trial.suggest_categorical(param.name, list(param.choices))
-        elif isinstance(param.low, int):
-            params[param.name] = trial.suggest_int(
-                param.name, param.low, param.high, step=int(param.step or 1), log=param.log
-            )
-        else:
-            params[param.name] = trial.suggest_float(param.name, param.low, param.high, step=param.step, log=param.log)
-    return params
-
-
 class Objective:
-    """Callable for `study.optimize`: one trial = one `train()` run on the study's data; counts the trials `started`."""
+    """Callable for `study.optimize`: one trial = one `train()` run on the study's data; counts the trials `started`.
+
+    `before_trial` runs first (it may end the trial before it trains); `on_error` is told of an exception
+    that fails a trial (not of one on which it leaves the trial), after its reason is recorded and
+    before it is raised again.
+    """
 
     def __init__(
         self,
@@ -77,6 +70,7 @@ class Objective:
         callbacks: Callable[[optuna.Trial, TrainSettings], list[keras.callbacks.Callback]] | None = None,
         verbose: int = 0,
         before_trial: Callable[[optuna.Trial], None] | None = None,
+        on_error: Callable[[optuna.Trial, Exception], None] | None = None,
     ) -> None:
         self.config = config
         self.train_data = train_data
@@ -84,6 +78,7 @@ class Objective:
         self.callbacks = callbacks
         self.verbose = verbose
         self.before_trial = before_trial
+        self.on_error = on_error
         self.started = 0
         self.running: tuple[optuna.Trial, EpochHistory, dict[str, Any]] | None = None
 
@@ -91,58 +86,62 @@ class Objective:
         self.started += 1
         try:
             return self.run(trial)
-        except (UpdateFinishedTrialError, DatabaseUnreachable) as error:
+        except LEAVES_TRIAL as error:
             raise TrialAbandoned(trial.number, error) from None
         finally:
             release_memory()
 
     def run(self, trial: optuna.Trial) -> float:
-        """Train the trial's configuration; return its best val Jaccard or raise `TrialPruned`."""
+        """Train the trial's configuration; return its best val Jaccard or raise `optuna.TrialPruned`."""
         if self.before_trial is not None:
             self.before_trial(trial)
-        settings = self.config.training.replace(**suggest(trial, self.config.search))
+        settings = self.config.training.replace(**self.config.search.suggest(trial))
         history = EpochHistory()
-        summary: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}"}
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        summary: dict[str, Any] = {record.WORKER: worker}
         self.running = (trial, history, summary)
-        trial.set_user_attr("worker", summary["worker"])  # at once: a trial whose worker dies names it
-        retry_of = retried_trial_number(trial)
+        record.store_worker(trial, worker)  # at once: a trial whose worker dies names it
+        retry_of = record.retry_of(trial._cached_frozen_trial)
         if retry_of is not None:
-            summary["retry_of"] = retry_of
+            summary[record.RETRY_OF] = retry_of
         try:
             result = self.train_within_memory(trial, settings, history, summary)
-            summary.update(param_count=result.param_count, train_seconds=round(result.train_seconds, 2))
+            summary[record.PARAM_COUNT] = result.param_count
+            summary[record.TRAIN_SECONDS] = round(result.train_seconds, 2)
             if result.diverged or not math.isfinite(result.best_val_jaccard):
-                raise TrialPruned("nan")
+                raise PrunedWithReason(Reason.NAN)
             return result.best_val_jaccard
-        except TrialPruned as pruned:
-            summary["reason"] = pruned.reason
+        except PrunedWithReason as pruned:
+            summary.update(record.reason_attrs(pruned.reason, pruned_epoch=pruned.epoch))
             raise
-        except optuna.TrialPruned as pruned:
-            summary["reason"] = str(pruned) or "pruned"
+        except optuna.TrialPruned:
+            summary.update(record.reason_attrs(Reason.PRUNED, pruned_epoch=len(history.rows) or None))
             raise
         except Interrupted:
-            summary["reason"] = "interrupted"
-            requeue(trial, "interrupted")
+            summary.update(record.reason_attrs(Reason.INTERRUPTED))
+            requeue(trial, Reason.INTERRUPTED)
             trial.study.stop()
             raise
         except Exception as error:
-            summary["reason"] = f"{type(error).__name__}: {error}"[:500]
+            summary.update(record.reason_attrs(Reason.ERROR, error=record.error_text(error)))
+            if self.on_error is not None and not isinstance(error, LEAVES_TRIAL):
+                self.on_error(trial, error)
             raise
         finally:
             summary.update(history_summary(history.rows))
             self.running = None
-            store_trial_attrs(trial, history.rows, summary)
+            record.store_summary(trial, history.rows, summary)
 
     def hand_back_running(self) -> str:
         """Store the running trial as FAIL `interrupted` and queue it again; called by the stop watchdog
-        (`optimize.interrupt`) from its own thread while this one is stuck in a batch."""
+        (`optimize.workers.interrupt`) from its own thread while this one is stuck in a batch."""
         if self.running is None:
             return "no trial was running"
         trial, history, summary = self.running
         rows = list(history.rows)
-        summary.update(reason="interrupted", **history_summary(rows))
-        store_trial_attrs(trial, rows, summary)
-        requeue(trial, "interrupted")
+        summary.update(record.reason_attrs(Reason.INTERRUPTED), **history_summary(rows))
+        record.store_summary(trial, rows, summary)
+        requeue(trial, Reason.INTERRUPTED)
         trial.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         return f"trial {trial.number} was handed back to the study"
 
@@ -155,12 +154,10 @@ class Objective:
         (`trial.set_constraint`), so TPE learns to avoid it; FAIL trials would be invisible to TPE.
         """
         while True:
-            summary.update(
-                micro_batch_size=settings.micro_batch_size,
-                gradient_accumulation_steps=settings.gradient_accumulation_steps,
-                images_per_epoch=epoch_images(
-                    len(self.train_data[0]), settings.micro_batch_size, settings.drop_remainder
-                ),
+            summary[record.MICRO_BATCH_SIZE] = settings.micro_batch_size
+            summary[record.GRADIENT_ACCUMULATION_STEPS] = settings.gradient_accumulation_steps
+            summary[record.IMAGES_PER_EPOCH] = epoch_images(
+                len(self.train_data[0]), settings.micro_batch_size, settings.drop_remainder
             )
             try:
                 extra = self.callbacks(trial, settings) if self.callbacks else []
@@ -177,35 +174,29 @@ class Objective:
                     raise
                 release_memory()
                 history.rows.clear()
-                summary["oom_micro_batches"] = [*summary.get("oom_micro_batches", []), settings.micro_batch_size]
+                tried = summary.get(record.OOM_MICRO_BATCHES, [])
+                summary[record.OOM_MICRO_BATCHES] = [*tried, settings.micro_batch_size]
                 smaller = smaller_micro_batch(settings)
                 if smaller is None:
                     trial.set_constraint("oom", 1.0)
-                    raise TrialPruned("oom") from error
+                    raise PrunedWithReason(Reason.OOM) from error
                 settings = smaller
 
 
 def history_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
     """Best epoch, epochs run, stability (std of val loss over the last epochs) and train–val gap."""
     if not rows:
-        return {"epochs_run": 0}
+        return {record.EPOCHS_RUN: 0}
     best = best_row(rows) or rows[-1]
     last_val_losses = np.array([row["val_loss"] for row in rows[-STABILITY_EPOCHS:]], dtype=float)
     return {
-        "epochs_run": len(rows),
-        "best_epoch": int(best["epoch"]),
-        "best_val_jaccard": finite_or_none(best["val_jaccard"]),
-        "final_val_jaccard": finite_or_none(rows[-1]["val_jaccard"]),
-        "stability": finite_or_none(float(np.std(last_val_losses))) if len(rows) >= 2 else None,
-        "train_val_gap": finite_or_none(best["jaccard"] - best["val_jaccard"]),
+        record.EPOCHS_RUN: len(rows),
+        record.BEST_EPOCH: int(best["epoch"]),
+        record.BEST_VAL_JACCARD: record.finite_or_none(best["val_jaccard"]),
+        record.FINAL_VAL_JACCARD: record.finite_or_none(rows[-1]["val_jaccard"]),
+        record.STABILITY: record.finite_or_none(float(np.std(last_val_losses))) if len(rows) >= 2 else None,
+        record.TRAIN_VAL_GAP: record.finite_or_none(best["jaccard"] - best["val_jaccard"]),
     }
-
-
-def store_trial_attrs(trial: optuna.Trial, rows: list[dict[str, float]], summary: dict[str, Any]) -> None:
-    """Write the history (as `optimize.history` stores it) and the summary as user attrs."""
-    store_history(trial, rows)
-    for key, value in summary.items():
-        trial.set_user_attr(key, value)
 
 
 def release_memory() -> None:

@@ -11,17 +11,20 @@ import math
 import keras
 import optuna
 
+from optimize.results.record import Reason, describe_reason
 
-class TrialPruned(optuna.TrialPruned):
-    """`optuna.TrialPruned` carrying the reason stored with the trial."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+class PrunedWithReason(optuna.TrialPruned):
+    """`optuna.TrialPruned` that says why (`reason`: pruned, nan or oom) and, when known, at which epoch."""
+
+    def __init__(self, reason: Reason, epoch: int | None = None) -> None:
+        super().__init__(describe_reason(reason, pruned_epoch=epoch))
         self.reason = reason
+        self.epoch = epoch
 
 
 class ReportToTrial(keras.callbacks.Callback):
-    """Reports `monitor` at the end of each epoch and raises `TrialPruned` when the pruner says so."""
+    """Reports `monitor` at the end of each epoch and raises `PrunedWithReason` when the pruner says so."""
 
     def __init__(self, trial: optuna.Trial, monitor: str = "val_jaccard") -> None:
         super().__init__()
@@ -36,7 +39,7 @@ class ReportToTrial(keras.callbacks.Callback):
         loss = float(logs.get("loss", math.nan))
         value = float(logs[self.monitor])
         if not (math.isfinite(loss) and math.isfinite(value)):
-            raise TrialPruned("nan")
+            raise PrunedWithReason(Reason.NAN, step)
         self.trial.report(value, step)
         if self.trial.should_prune():
-            raise TrialPruned(f"pruned at epoch {step}")
+            raise PrunedWithReason(Reason.PRUNED, step)

@@ -15,8 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from optimize.results.formatting import format_params
+from optimize.results.record import Reason, read_record, store_reason
 from optimize.search.config import StudyConfig, load_config
-from optimize.search.retries import requeue
 from optimize.search.study import (
     budget_reached,
     budget_used,
@@ -27,11 +27,13 @@ from optimize.search.study import (
 )
 from optimize.storage import default_url, is_journal, open_storage, redact, resolve_url
 from optimize.storage.resilient import ResilientStorage, worker_storage
+from optimize.storage.retries import requeue
 from optimize.training.allocator import keep_freed_memory
 from optimize.training.compile_cache import enable_compile_cache, resolve_cache_dir
 from optimize.training.dataset import load_study_data
 from optimize.training.device import check_device
-from optimize.training.injected_faults import oom_injection, slow_step_injection
+from optimize.training.injected_faults import error_injection, oom_injection, slow_step_injection
+from optimize.workers.failures import EXIT_REPEATED_ERRORS, RepeatedErrors
 from optimize.workers.interrupt import InterruptWatch
 from optimize.workers.objective import Objective, TrialAbandoned
 from optimize.workers.progress import EpochProgress, print_trial
@@ -89,8 +91,8 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> in
     data = load_study_data(config, options.data)
     check_device(config, data, options.allow_cpu, stream)
     url = resolve_url(config.name, options.storage)
-    storage = open_storage(url, None if is_journal(url) else config.faults)
-    storage = worker_storage(storage, config.faults, url)
+    storage = open_storage(url, None if is_journal(url) else config.recovery)
+    storage = worker_storage(storage, config.recovery, url)
     study, created = create_or_join(config, storage, rank=options.rank, n_workers=options.n_workers)
     if created:
         # Before the fingerprint, which joining workers wait for: they then find the queue filled.
@@ -113,15 +115,16 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> in
     def before_trial(trial: optuna.Trial) -> None:
         if watch.requested:
             # The signal came between trials: hand this one back before it trains.
-            trial.set_user_attr("reason", "interrupted")
+            store_reason(trial, Reason.INTERRUPTED)
             requeue(trial, "interrupted")
             study.stop()
             watch.raise_if_requested()
         if budget_reached(study, max_trials, before_trial=trial.number):
-            trial.set_user_attr("reason", "budget reached: not run")
+            store_reason(trial, Reason.BUDGET)
             study.stop()
             raise BudgetReached(f"study budget of {max_trials} trials reached")
 
+    errors = RepeatedErrors(config.recovery.stop_after_repeated_errors, stream)
     objective = Objective(
         config,
         data.train,
@@ -131,9 +134,11 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> in
             watch.callback(),
             *oom_injection(settings),
             *slow_step_injection(),
+            *error_injection(),
         ],
         verbose=2 if options.verbose else 0,
         before_trial=before_trial,
+        on_error=errors.on_error,
     )
     watch.hand_back = objective.hand_back_running
     try:
@@ -142,7 +147,7 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> in
             objective,
             n_trials=options.n_trials,
             timeout=options.timeout,
-            callbacks=[print_trial(stream), stop_at_budget(max_trials), watch.stop_study],
+            callbacks=[print_trial(stream), errors, stop_at_budget(max_trials), watch.stop_study],
             stopped=lambda: watch.requested,
             stream=stream,
         )
@@ -150,7 +155,7 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> in
         print("stopped at once by a second signal; trial marked FAIL", file=stream, flush=True)
         return watch.exit_code if watch.requested else 130
     except Exception:
-        # Past `[faults] reconnect_timeout` every storage call fails; Optuna may have wrapped that failure
+        # Past `[recovery] reconnect_timeout` every storage call fails; Optuna may have wrapped that failure
         # in its own (it reads the trial back when its final write fails): report the cause.
         if isinstance(storage, ResilientStorage) and storage.unreachable is not None:
             raise storage.unreachable from None
@@ -162,6 +167,9 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> in
             flush=True,
         )
         return watch.exit_code
+    if errors.stop_message is not None:
+        print(errors.stop_message, file=stream, flush=True)
+        return EXIT_REPEATED_ERRORS
     print_best(study, url, stream)
     return 0
 
@@ -229,13 +237,7 @@ def print_header(study: optuna.Study, config: StudyConfig, stats: dict, url: str
         f"{stats['objects_per_image_mean']:.1f} objects/image, {100 * stats['foreground_fraction']:.1f} % foreground",
         file=stream,
     )
-    space = ", ".join(
-        f"{p.name} {list(p.choices)}"
-        if p.is_categorical
-        else f"{p.name} [{p.low:g}, {p.high:g}{' log' if p.log else ''}]"
-        for p in config.search
-    )
-    print(f"space {space}", file=stream)
+    print(f"space {config.search.summary()}", file=stream)
     print(
         f"       sampler {config.sampler.kind}, pruner {config.pruner.kind}, "
         f"max_epochs {config.training.max_epochs}, budget {config.budget.max_trials or 'none'}",
@@ -258,7 +260,7 @@ def print_best(study: optuna.Study, url: str, stream: TextIO) -> None:
         print("no trial has completed yet", file=stream)
         return
     print(
-        f"best  trial {best.number}: val_jaccard {best.value:.4f} at epoch {best.user_attrs.get('best_epoch')}  "
+        f"best  trial {best.number}: val_jaccard {best.value:.4f} at epoch {read_record(best).best_epoch}  "
         f"{format_params(best.params)}",
         file=stream,
     )

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import optuna
 
-from optimize.outputs import make_output_folder
-from optimize.search.config import studies_dir
+from optimize.folders import make_output_folder, studies_dir
 from optimize.storage import redact
 
 from ._render import Text, markdown, page, write_tables

@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 
 from optimize.results.formatting import format_params
 from optimize.results.frame import history_frame
+from optimize.results.record import read_record
 
 TEMPLATE = "plotly_white"
 BEST_COLOUR = "red"
@@ -117,7 +118,7 @@ def learning_curves(best: FrozenTrial, worst: FrozenTrial | None) -> go.Figure:
                     row=row,
                     col=col,
                 )
-            best_epoch = trial.user_attrs.get("best_epoch")
+            best_epoch = read_record(trial).best_epoch
             if best_epoch:
                 fig.add_vline(x=best_epoch, line_dash="dot", line_color=BEST_COLOUR, row=row, col=col)
             fig.update_yaxes(title_text=title, row=row, col=col)

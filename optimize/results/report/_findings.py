@@ -10,7 +10,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from optimize.results.formatting import format_value
-from optimize.search.config import ParamSpec
+from optimize.search.space import ParamSpec
 
 from ._render import jaccard
 from ._tables import ALPHA, HEARTBEAT_LOST, ReportData, value_groups
@@ -247,7 +247,7 @@ def failures(data: ReportData) -> list[Finding]:
     failed = [trial for trial in data.trials if trial.state == TrialState.FAIL]
     if not failed:
         return []
-    reasons = Counter(trial.user_attrs.get("reason") or HEARTBEAT_LOST for trial in failed)
+    reasons = Counter(data.records[trial.number].reason_text or HEARTBEAT_LOST for trial in failed)
     listed = "; ".join(f"{reason} × {n}" for reason, n in reasons.most_common())
     return [Finding("failures", f"{len(failed)} of {len(data.trials)} trials failed: {listed}.")]
 
@@ -255,7 +255,7 @@ def failures(data: ReportData) -> list[Finding]:
 def baselines(data: ReportData) -> list[Finding]:
     """How the best enqueued baseline did against the best trial."""
     best = _best(data)
-    enqueued = {trial.number for trial in data.trials if trial.user_attrs.get("enqueued")}
+    enqueued = {number for number, record in data.records.items() if record.enqueued}
     rows = data.scored[data.scored["number"].isin(enqueued)] if not data.scored.empty else data.scored
     if best is None or rows.empty:
         return []

@@ -48,11 +48,12 @@ def summary(data: tables.ReportData) -> Section:
         return section
     best = data.complete.iloc[0]
     trial = next(t for t in data.trials if t.number == best["number"])
+    record = data.records[trial.number]
     section.blocks.append(
         Text(
             f"**Best: trial {trial.number}**, val Jaccard **{trial.value:.4f}** at epoch "
-            f"{trial.user_attrs.get('best_epoch', 'n/a')} of {trial.user_attrs.get('epochs_run', 'n/a')} run "
-            f"(final {jaccard(trial.user_attrs.get('final_val_jaccard'))}). "
+            f"{_or_na(record.best_epoch)} of {_or_na(record.epochs_run)} run "
+            f"(final {jaccard(record.final_val_jaccard)}). "
             f"Configuration: `{format_params(trial.params)}`."
         )
     )
@@ -263,3 +264,7 @@ def _finding_blocks(found: list) -> list:
         Text("Each finding comes from a fixed rule over the numbers above (rule name in bold)."),
         Items([f"**{finding.rule}**: {finding.text}" for finding in found]),
     ]
+
+
+def _or_na(value: object) -> str:
+    return "n/a" if value is None else str(value)

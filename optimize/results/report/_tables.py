@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -16,14 +15,15 @@ from scipy import stats
 
 from optimize.results.formatting import format_value
 from optimize.results.frame import stored_config, trials_frame
-from optimize.search.config import ParamSpec, StudyConfig
+from optimize.results.record import Reason, TrialRecord, read_record
+from optimize.search.config import StudyConfig
+from optimize.search.space import ParamSpec
 
 IMPACT_STATES = (TrialState.COMPLETE.name, TrialState.PRUNED.name)
 MAX_LEVELS = 6
 MAX_BINS = 4
 ALPHA = 0.05
 HEATMAP_PARAMS = ("learning_rate", "batch_size")
-PRUNED_AT = re.compile(r"pruned at epoch (\d+)")
 HEARTBEAT_LOST = "worker lost (heartbeat)"
 UNRECORDED_WORKER = "unrecorded"
 
@@ -33,6 +33,8 @@ class ReportData:
     """Everything the report reads from the database, once."""
 
     trials: list[FrozenTrial]
+    records: dict[int, TrialRecord]
+    """Each trial's record, by trial number."""
     frame: pd.DataFrame
     config: StudyConfig | None
     params: list[str]
@@ -63,7 +65,8 @@ def study_data(study: optuna.Study) -> ReportData:
     specs = {spec.name: spec for spec in config.search} if config else {}
     seen = [name for trial in trials for name in trial.params]
     params = [name for name in specs if name in seen] + sorted(set(seen) - set(specs))
-    return ReportData(trials, trials_frame(trials), config, params, specs)
+    records = {trial.number: read_record(trial) for trial in trials}
+    return ReportData(trials, records, trials_frame(trials), config, params, specs)
 
 
 def state_counts(trials: list[FrozenTrial]) -> pd.DataFrame:
@@ -77,7 +80,7 @@ def enqueued_table(data: ReportData) -> pd.DataFrame:
     frame = data.frame
     if frame.empty:
         return frame
-    numbers = {trial.number for trial in data.trials if trial.user_attrs.get("enqueued")}
+    numbers = {number for number, record in data.records.items() if record.enqueued}
     rows = frame[frame["number"].isin(numbers)]
     best = data.complete["val_jaccard"].max()
     table = rows[["rank", "number", "state", *data.params, "val_jaccard", "best_epoch", "epochs_run"]].copy()
@@ -240,9 +243,11 @@ def pruning_table(data: ReportData) -> pd.DataFrame:
     for trial in data.trials:
         if trial.state != TrialState.PRUNED:
             continue
-        reason = trial.user_attrs.get("reason") or "pruned"
-        match = PRUNED_AT.fullmatch(reason)
-        counts[("epoch", int(match.group(1))) if match else ("reason", reason)] += 1
+        record = data.records[trial.number]
+        if record.reason == Reason.PRUNED and record.pruned_epoch is not None:
+            counts[("epoch", record.pruned_epoch)] += 1
+        else:
+            counts[("reason", record.reason_text or Reason.PRUNED.value)] += 1
     rows = [(f"rung {k}", epoch, counts.pop(("epoch", epoch), 0)) for k, epoch in enumerate(rungs)]
     rows += [("not a rung", epoch, n) for (kind, epoch), n in sorted(counts.items()) if kind == "epoch"]
     rows += [(f"reason: {reason}", None, n) for (kind, reason), n in sorted(counts.items()) if kind == "reason"]
@@ -257,7 +262,7 @@ def epochs_table(data: ReportData) -> pd.DataFrame | None:
     for state in (TrialState.COMPLETE, TrialState.PRUNED):
         trials = [trial for trial in data.trials if trial.state == state]
         if trials:
-            run = sum(trial.user_attrs.get("epochs_run", len(trial.intermediate_values)) for trial in trials)
+            run = sum(_epochs_run(trial, data.records[trial.number]) for trial in trials)
             rows.append((state.name, len(trials), run, len(trials) * data.max_epochs))
     table = pd.DataFrame(rows, columns=["state", "trials", "epochs_run", "epochs_at_max"])
     if not table.empty:
@@ -273,7 +278,7 @@ def timeline_table(data: ReportData) -> pd.DataFrame:
     for trial in data.trials:
         if trial.datetime_start is None:
             continue
-        worker = trial.user_attrs.get("worker") or UNRECORDED_WORKER
+        worker = data.records[trial.number].worker or UNRECORDED_WORKER
         end = trial.datetime_complete or trial.datetime_start
         rows.append((trial.number, worker, worker.rsplit(":", 1)[0], trial.state.name, trial.datetime_start, end))
     table = pd.DataFrame(rows, columns=["number", "worker", "host", "state", "start", "end"])
@@ -292,36 +297,29 @@ def workers_table(timeline: pd.DataFrame) -> pd.DataFrame:
 
 def failures_table(data: ReportData) -> pd.DataFrame:
     """FAIL trials, interrupted trials and retries: the reason and which trial retried which."""
-    retry_of = {trial.number: _retry_of(trial) for trial in data.trials}
     retried_by: dict[int, list[int]] = {}
-    for number, original in retry_of.items():
-        if original is not None:
-            retried_by.setdefault(int(original), []).append(number)
+    for number, record in data.records.items():
+        if record.retry_of is not None:
+            retried_by.setdefault(record.retry_of, []).append(number)
     rows = []
     for trial in data.trials:
-        reason = trial.user_attrs.get("reason")
-        if trial.state != TrialState.FAIL and retry_of[trial.number] is None and reason != "interrupted":
+        record = data.records[trial.number]
+        if trial.state != TrialState.FAIL and record.retry_of is None and record.reason != Reason.INTERRUPTED:
             continue
-        if trial.state == TrialState.FAIL and not reason:
-            reason = HEARTBEAT_LOST
+        reason = record.reason_text or (HEARTBEAT_LOST if trial.state == TrialState.FAIL else "")
         rows.append(
             (
                 trial.number,
                 trial.state.name,
-                reason or "",
-                trial.user_attrs.get("worker") or UNRECORDED_WORKER,
-                retry_of[trial.number],
+                reason,
+                record.worker or UNRECORDED_WORKER,
+                record.retry_of,
                 ", ".join(map(str, retried_by.get(trial.number, []))),
             )
         )
     return pd.DataFrame(rows, columns=["number", "state", "reason", "worker", "retry_of", "retried_by"])
 
 
-def _retry_of(trial: FrozenTrial) -> int | None:
-    """The trial this one repeats: after a heartbeat-detected failure or an interruption."""
-    candidates = (
-        trial.user_attrs.get("retry_of"),
-        trial.system_attrs.get("failed_trial"),
-        trial.user_attrs.get("requeued_from"),
-    )
-    return next((int(number) for number in candidates if number is not None), None)
+def _epochs_run(trial: FrozenTrial, record: TrialRecord) -> int:
+    """Epochs the trial trained; for a trial killed before storing its record, the epochs it reported."""
+    return record.epochs_run if record.epochs_run is not None else len(trial.intermediate_values)

@@ -1,4 +1,4 @@
-"""Output folders of `export-best` and `report`: created, or refused in one line naming what is in the way."""
+"""Where the project keeps its files: the studies folder, and output folders created or refused in one line."""
 
 from __future__ import annotations
 
@@ -6,6 +6,13 @@ import os
 from pathlib import Path
 
 from optimize.errors import UsageError
+
+STUDIES_DIR_ENV = "OPTIMIZE_STUDIES_DIR"
+
+
+def studies_dir() -> Path:
+    """Folder holding `NAME.toml` configs and, by default, the SQLite databases and outputs."""
+    return Path(os.environ.get(STUDIES_DIR_ENV, "studies")).resolve()
 
 
 def make_output_folder(path: Path) -> Path:

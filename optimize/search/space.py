@@ -1,0 +1,216 @@
+"""A study's search space (`[search]`): the one place that reads it, checks it and hands it to Optuna.
+
+Each parameter names a `TrainSettings` field: a list is a choice among values, a `{low, high, log, step}`
+table a numeric range. A trial's values come from `SearchSpace.suggest`; `distributions` are the Optuna
+distributions those very calls record, so that trials made outside the sampler (`study.add_trial`,
+`study.enqueue_trial`) sit in the same space; `grid` is what the grid sampler enumerates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from optimize.errors import ConfigError
+from optimize.search.settings import TrainSettings, field_names, field_types
+from optimize.search.tables import reject_unknown, typed
+
+if TYPE_CHECKING:
+    import optuna
+
+RANGE_KEYS = {"low", "high", "log", "step"}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One searched parameter: categorical `choices`, or a `low`..`high` range (optionally log-scaled)."""
+
+    name: str
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+
+    @property
+    def is_categorical(self) -> bool:
+        return bool(self.choices)
+
+    @property
+    def is_integer(self) -> bool:
+        return isinstance(self.low, int)
+
+    def contains(self, value: Any) -> bool:
+        """Whether `value` is a point of this space (used to validate enqueued trials)."""
+        if self.is_categorical:
+            return value in self.choices
+        return isinstance(value, int | float) and not isinstance(value, bool) and self.low <= value <= self.high
+
+    def expected(self) -> str:
+        """What a value must be, for error messages."""
+        if self.is_categorical:
+            return "one of " + ", ".join(map(repr, self.choices))
+        return f"a number in [{self.low}, {self.high}]"
+
+    def summary(self) -> str:
+        """The parameter as the run header shows it: `loss ['dice', 'focal']`, `learning_rate [1e-05, 0.01 log]`."""
+        if self.is_categorical:
+            return f"{self.name} {list(self.choices)}"
+        return f"{self.name} [{self.low:g}, {self.high:g}{' log' if self.log else ''}]"
+
+    def highest(self) -> Any:
+        """The largest value a trial can get (an integer range stops at its last step)."""
+        if self.is_categorical:
+            return max(self.choices)
+        if self.is_integer:
+            step = int(self.step or 1)
+            return self.low + (self.high - self.low) // step * step
+        return self.high
+
+    def distribution(self) -> BaseDistribution:
+        """The Optuna distribution that `suggest` records for this parameter."""
+        if self.is_categorical:
+            return CategoricalDistribution(list(self.choices))
+        if self.is_integer:
+            return IntDistribution(self.low, self.high, log=self.log, step=int(self.step or 1))
+        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        """This parameter's value for `trial`, drawn by the study's sampler."""
+        if self.is_categorical:
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.is_integer:
+            return trial.suggest_int(self.name, self.low, self.high, step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The searched parameters, in the order the study file lists them."""
+
+    params: tuple[ParamSpec, ...] = ()
+
+    def __iter__(self) -> Iterator[ParamSpec]:
+        return iter(self.params)
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(param.name for param in self.params)
+
+    def get(self, name: str) -> ParamSpec | None:
+        """The parameter `name`, or None when it is not searched."""
+        return next((param for param in self.params if param.name == name), None)
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """A trial's value for every searched parameter."""
+        return {param.name: param.suggest(trial) for param in self.params}
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """What `suggest` records per parameter: for `optuna.trial.create_trial` and `study.add_trial`."""
+        return {param.name: param.distribution() for param in self.params}
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The grid sampler's search space; every parameter must be a list of choices (checked at load)."""
+        ranges = [param.name for param in self.params if not param.is_categorical]
+        if ranges:
+            raise ValueError(f"a grid needs lists of choices; {', '.join(ranges)} is a range")
+        return {param.name: list(param.choices) for param in self.params}
+
+    def summary(self) -> str:
+        """Every parameter as the run header shows it."""
+        return ", ".join(param.summary() for param in self.params)
+
+    def check_grid(self, path: Path) -> None:
+        """Raise `ConfigError` naming the first range: `[sampler] kind = "grid"` enumerates lists of choices only."""
+        for param in self.params:
+            if not param.is_categorical:
+                raise ConfigError(
+                    f'{path} [search] {param.name}: a range, but [sampler] kind = "grid" needs a list of choices '
+                    "for every parameter"
+                )
+
+    def point(self, entry: Any, base: TrainSettings, where: str) -> dict[str, Any]:
+        """An `[[enqueue]]` entry checked: searched names only, each value in its parameter's space."""
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a table of parameter values")
+        by_name = {param.name: param for param in self.params}
+        reject_unknown(entry, set(by_name), where)
+        for name, value in entry.items():
+            if not by_name[name].contains(value):
+                raise ConfigError(f"{where} {name} = {value!r}: expected {by_name[name].expected()}")
+        settings_with(base, entry, where)
+        return dict(entry)
+
+
+def parse_space(table: Any, base: TrainSettings, path: Path) -> SearchSpace:
+    """The `[search]` table checked: known parameters, well-formed choices and ranges, values `base` accepts."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path} [search]: expected a table of parameters, got {table!r}")
+    space = SearchSpace(tuple(_param(name, spec, base, f"{path} [search] {name}") for name, spec in table.items()))
+    _check_combinations(space, base, path)
+    return space
+
+
+def settings_with(base: TrainSettings, changes: dict[str, Any], where: str) -> TrainSettings:
+    """`base` with `changes`, or a `ConfigError` at `where` saying why they are not valid settings."""
+    try:
+        return base.replace(**changes)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _param(name: str, spec: Any, base: TrainSettings, where: str) -> ParamSpec:
+    if name not in field_names():
+        raise ConfigError(f"{where}: unknown parameter; searchable: {', '.join(field_names())}")
+    kind = field_types()[name]
+    if isinstance(spec, list):
+        if not spec:
+            raise ConfigError(f"{where}: empty list of choices")
+        param = ParamSpec(name, choices=tuple(typed(choice, kind, where) for choice in spec))
+    elif isinstance(spec, dict):
+        param = _range(name, spec, kind, where)
+    else:
+        raise ConfigError(f"{where} = {spec!r}: expected a list of choices or a {{low, high, log}} table")
+    for value in param.choices or (param.low, param.high):
+        settings_with(base, {name: value}, where)
+    return param
+
+
+def _range(name: str, spec: dict, kind: type, where: str) -> ParamSpec:
+    if kind not in (int, float):
+        raise ConfigError(f"{where}: a range needs a numeric parameter; give a list of choices")
+    reject_unknown(spec, RANGE_KEYS, where)
+    if "low" not in spec or "high" not in spec:
+        raise ConfigError(f"{where}: a range needs both low and high")
+    param = ParamSpec(
+        name,
+        low=typed(spec["low"], kind, f"{where} low"),
+        high=typed(spec["high"], kind, f"{where} high"),
+        log=typed(spec.get("log", False), bool, f"{where} log"),
+        step=typed(spec["step"], kind, f"{where} step") if "step" in spec else None,
+    )
+    if not param.low < param.high:
+        raise ConfigError(f"{where}: low = {param.low} must be below high = {param.high}")
+    if param.log and param.low <= 0:
+        raise ConfigError(f"{where}: a log range needs low > 0")
+    if param.step is not None and param.step <= 0:
+        raise ConfigError(f"{where}: step = {param.step} must be > 0")
+    if param.log and param.step is not None:
+        raise ConfigError(f"{where}: a log range takes no step")
+    return param
+
+
+def _check_combinations(space: SearchSpace, base: TrainSettings, path: Path) -> None:
+    """Batch size and gradient accumulation searched together must divide for every pair."""
+    batch = space.get("batch_size")
+    steps = space.get("gradient_accumulation_steps")
+    if batch and steps and batch.is_categorical and steps.is_categorical:
+        for size in batch.choices:
+            for step in steps.choices:
+                settings_with(base, {"batch_size": size, "gradient_accumulation_steps": step}, f"{path} [search]")

@@ -1,0 +1,129 @@
+"""The search space: what it draws is what Optuna records, a grid enumerates it, and a bad one stops a run at load."""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from optimize.cli import main
+from optimize.errors import ConfigError
+from optimize.search.config import SamplerConfig, parse_config
+from optimize.search.study import make_sampler
+from tests.conftest import TINY_STUDY, run_cli, write_tiny_study
+
+SPACE = """
+[data]
+dir = "x"
+
+[search]
+loss = ["dice", "focal", "combined"]
+depth = { low = 2, high = 5 }
+base_filters = { low = 4, high = 16, step = 4 }
+learning_rate = { low = 1e-5, high = 1e-2, log = true }
+dropout = { low = 0.0, high = 0.3, step = 0.1 }
+focal_gamma = { low = 0.5, high = 4.0 }
+"""
+
+
+def config_of(text: str):
+    return parse_config(tomllib.loads(text), path=Path("/cfg/space.toml"), text=text)
+
+
+def test_distributions_are_what_suggest_records_so_added_trials_share_the_space():
+    space = config_of(SPACE).search
+    assert space.distributions() == {
+        "loss": CategoricalDistribution(["dice", "focal", "combined"]),
+        "depth": IntDistribution(2, 5),
+        "base_filters": IntDistribution(4, 16, step=4),
+        "learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
+        "dropout": FloatDistribution(0.0, 0.3, step=0.1),
+        "focal_gamma": FloatDistribution(0.5, 4.0),
+    }
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(SamplerConfig(n_startup_trials=2), space))
+    known = [
+        {"loss": "dice", "depth": 2, "base_filters": 8, "learning_rate": 1e-3, "dropout": 0.1, "focal_gamma": 2.0},
+        {"loss": "focal", "depth": 4, "base_filters": 16, "learning_rate": 1e-4, "dropout": 0.0, "focal_gamma": 0.5},
+        {"loss": "combined", "depth": 3, "base_filters": 4, "learning_rate": 3e-3, "dropout": 0.2, "focal_gamma": 3.0},
+    ]
+    for value, params in enumerate(known):
+        study.add_trial(create_trial(params=params, distributions=space.distributions(), value=value / 10))
+    study.enqueue_trial(known[1])
+
+    for _ in range(3):
+        trial = study.ask()
+        params = space.suggest(trial)
+        study.tell(trial, 0.5)
+        assert study.trials[-1].distributions == space.distributions()
+        assert all(space.get(name).contains(value) for name, value in params.items())
+    assert study.trials[3].params == known[1]
+    assert len({tuple(sorted(trial.params.items())) for trial in study.trials}) >= 4
+
+
+def test_the_grid_sampler_enumerates_every_combination():
+    config = config_of("[data]\ndir='x'\n[sampler]\nkind='grid'\n[search]\nloss=['dice', 'focal']\ndepth=[2, 3, 4]\n")
+    assert config.search.grid() == {"loss": ["dice", "focal"], "depth": [2, 3, 4]}
+    study = optuna.create_study(sampler=make_sampler(config.sampler, config.search))
+    study.optimize(lambda trial: len(config.search.suggest(trial)), n_trials=6)
+    seen = {(trial.params["loss"], trial.params["depth"]) for trial in study.trials}
+    assert seen == set(itertools.product(["dice", "focal"], [2, 3, 4]))
+
+
+def test_the_run_header_describes_the_space():
+    config = config_of(SPACE)
+    assert config.search.summary() == (
+        "loss ['dice', 'focal', 'combined'], depth [2, 5], base_filters [4, 16], learning_rate [1e-05, 0.01 log], "
+        "dropout [0, 0.3], focal_gamma [0.5, 4]"
+    )
+    assert config.deepest() == (5, "[search] depth up to 5")
+    stepped = config_of("[data]\ndir='x'\n[search]\ndepth={low=2, high=7, step=2}\n")
+    assert stepped.deepest() == (6, "[search] depth up to 6")
+
+
+def test_grid_with_a_range_stops_optimize_run_before_any_trial(tmp_path):
+    studies = tmp_path / "studies"
+    path = write_tiny_study(studies)
+    path.write_text(path.read_text().replace("[sampler]\n", '[sampler]\nkind = "grid"\n'))
+
+    result = run_cli("run", "--study", "tiny", env={"OPTIMIZE_STUDIES_DIR": str(studies)})
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f'optimize run: error: {path} [search] learning_rate: a range, but [sampler] kind = "grid" needs a list '
+        "of choices for every parameter"
+    ], result.stderr
+    assert sorted(item.name for item in studies.iterdir()) == ["tiny.toml"]
+
+
+def test_a_study_searching_focal_gamma_runs_end_to_end(studies, capsys):
+    text = TINY_STUDY.format(max_epochs=1, max_trials=4, heartbeat=60, grace=120)
+    searched = "[search]\nfocal_gamma = { low = 0.5, high = 4.0 }\n"
+    (studies / "tiny.toml").write_text(text.replace("[search]\n", searched))
+
+    assert main(["run", "--study", "tiny", "--n-trials", "4"]) == 0
+
+    assert "space focal_gamma [0.5, 4], architecture ['unet', 'attention_unet']" in capsys.readouterr().out
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{studies / 'tiny.db'}")
+    assert all(trial.state in (TrialState.COMPLETE, TrialState.PRUNED) for trial in study.trials)
+    assert all(trial.user_attrs["epochs_run"] == 1 for trial in study.trials)
+    gammas = [trial.params["focal_gamma"] for trial in study.trials]
+    assert len(set(gammas)) == 4 and all(0.5 <= gamma <= 4.0 for gamma in gammas)
+    assert all(trial.distributions["focal_gamma"] == FloatDistribution(0.5, 4.0) for trial in study.trials)
+
+
+@pytest.mark.parametrize(
+    "entry, expected",
+    [
+        ("focal_gamma = 9.0", r"\[\[enqueue\]\] #1 focal_gamma = 9.0: expected a number in \[0.5, 4.0\]"),
+        ("loss = 'bce'", r"\[\[enqueue\]\] #1 loss = 'bce': expected one of 'dice', 'focal', 'combined'"),
+        ("warmup_epochs = 2", r"\[\[enqueue\]\] #1: unknown key 'warmup_epochs'; allowed: base_filters, depth"),
+    ],
+)
+def test_enqueued_points_must_lie_in_the_space(entry, expected):
+    with pytest.raises(ConfigError, match=expected):
+        config_of(f"{SPACE}\n[[enqueue]]\n{entry}\n")
