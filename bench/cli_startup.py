@@ -5,11 +5,12 @@ command (the console script's code, through `python -c`) on a finished study: a 
 when the demo has run in this checkout, else a 2-trial tiny study that this script first runs with the
 checkout. Wall, user and system seconds come from the operating system's accounting of the finished child
 (`os.wait4`), and each run says whether Keras was loaded when it exited; the medians are the figures to
-quote. `--before REV` (default: ff6ca76, before these commands stopped loading Keras) times that revision,
+quote. `--before REV` (default: e40962a, before these commands stopped loading Keras) times that revision,
 checked out in a temporary git worktree and run with this virtual environment, run for run in turn with
 the checkout's, so that both see the same machine. Each command runs once untimed first, so that the
 timed runs find the files cached and the bytecode written, as after an install (in a temporary
-PYTHONPYCACHEPREFIX, even under PYTHONDONTWRITEBYTECODE). `--smoke` times `status` once, with no untimed run first.
+PYTHONPYCACHEPREFIX, even under PYTHONDONTWRITEBYTECODE). `--smoke` times this checkout's `status` once, on
+a study written without training, with no untimed run first and no revision before.
 
     python bench/cli_startup.py --runs 10
 """
@@ -30,7 +31,7 @@ from _common import add_output_args, describe_machine, markdown_table, median, p
 from demo import worktree
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BEFORE = "ff6ca76"
+DEFAULT_BEFORE = "e40962a"
 TINY_STUDY = """
 [data.synthetic]
 n_images = 16
@@ -75,6 +76,31 @@ def command_env(folder: Path) -> dict[str, str]:
     for name in ("OPTIMIZE_STORAGE", "PYTHONDONTWRITEBYTECODE"):
         env.pop(name, None)
     return env
+
+
+def written_study(folder: Path) -> str:
+    """For `--smoke`: the tiny study with two COMPLETE trials written straight into its database, untrained."""
+    import optuna
+
+    from optimize.results import record
+    from optimize.search import load_config
+
+    studies = folder / "studies"
+    studies.mkdir()
+    (studies / "tiny.toml").write_text(TINY_STUDY)
+    config = load_config(str(studies / "tiny.toml"))
+    study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{studies / 'tiny.db'}", direction="maximize")
+    study.set_user_attr("config_toml", TINY_STUDY)
+    for value, architecture in ((0.31, "unet"), (0.27, "resunet")):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"architecture": architecture},
+                distributions=config.search.distributions(),
+                value=value,
+                user_attrs={record.BEST_EPOCH: 1, record.EPOCHS_RUN: 1},
+            )
+        )
+    return "tiny"
 
 
 def finished_study(folder: Path) -> str:
@@ -144,10 +170,10 @@ def main() -> None:
     machine = describe_machine()
     commands = ["status", "export-best", "report"]
     if args.smoke:
-        commands, args.runs = ["status"], 1
+        commands, args.runs, args.before = ["status"], 1, "none"
     with tempfile.TemporaryDirectory(prefix="bench-cli-startup-") as temporary:
         folder = Path(temporary)
-        study = finished_study(folder)
+        study = written_study(folder) if args.smoke else finished_study(folder)
         sources = {"this checkout": ROOT}
         if args.before != "none":
             sources = {f"{args.before} (before)": worktree(args.before, folder), **sources}

@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prog = f"optimize {args.name}"
             if hasattr(args, "storage"):
                 check_storage_option(args)
-            quiet_libraries(verbose=getattr(args, "verbose", False), trains=args.name in TRAINING_COMMANDS)
+            quiet_libraries(verbose=getattr(args, "verbose", False), trains=trains_here(args))
             return args.command(args) or 0
     except UserError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from optimize.workers.worker import RunOptions, run_worker
+    from optimize.workers.options import RunOptions
 
     options = RunOptions(
         study=args.study,
@@ -245,6 +245,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.trials_per_gpu and not args.gpus:
         raise UsageError(f"--trials-per-gpu {args.trials_per_gpu} needs --gpus; without GPUs use --workers N")
     if not args.gpus and (args.workers or 1) == 1:
+        from optimize.workers.worker import run_worker
+
         return run_worker(options)
     from optimize.search.config import load_config
     from optimize.workers.pool import plan_workers, run_worker_pool
@@ -407,6 +409,12 @@ def gpu_selection(text: str) -> list[str]:
         return choose_gpus(requested)
     except UsageError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def trains_here(args: argparse.Namespace) -> bool:
+    """Whether this process trains: `run` with its one worker in this process (a pool's parent only starts
+    worker processes, and leaves Keras and the GPUs to them)."""
+    return args.name in TRAINING_COMMANDS and not (args.gpus or (getattr(args, "workers", None) or 1) > 1)
 
 
 def quiet_libraries(verbose: bool, trains: bool) -> None:

@@ -11,7 +11,7 @@ import importlib
 
 _EXPORTS = {
     "Objective": "objective",
-    "RunOptions": "worker",
+    "RunOptions": "options",
     "run_worker": "worker",
     "run_worker_pool": "pool",
     "plan_workers": "pool",

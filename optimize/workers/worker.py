@@ -7,7 +7,6 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TextIO
 
 import optuna
@@ -36,44 +35,12 @@ from optimize.training.injected_faults import error_injection, oom_injection, sl
 from optimize.workers.failures import EXIT_REPEATED_ERRORS, RepeatedErrors
 from optimize.workers.interrupt import InterruptWatch
 from optimize.workers.objective import Objective, TrialAbandoned
+from optimize.workers.options import RunOptions
 from optimize.workers.progress import EpochProgress, print_trial
 
 
 class BudgetReached(Exception):
     """Raised at the start of a trial that would exceed the study-wide `max_trials`."""
-
-
-@dataclass
-class RunOptions:
-    """Command-line options of `optimize run` that one worker needs."""
-
-    study: str
-    n_trials: int | None = None
-    timeout: float | None = None
-    storage: str | None = None
-    seed: int | None = None
-    data: str | None = None
-    new_study: str | None = None
-    verbose: bool = False
-    compile_cache: str | None = None
-    allow_cpu: bool = False
-    rank: int = 0
-    n_workers: int = 1
-
-    def worker_args(self) -> list[str]:
-        """These options as `optimize run` arguments for a worker process (rank and trials added later)."""
-        args = ["--study", self.study]
-        for flag, value in (
-            ("--timeout", self.timeout),
-            ("--storage", self.storage),
-            ("--seed", self.seed),
-            ("--data", self.data),
-            ("--new-study", self.new_study),
-            ("--compile-cache", self.compile_cache),
-        ):
-            if value is not None:
-                args += [flag, str(value)]
-        return args + (["--verbose"] if self.verbose else []) + (["--allow-cpu"] if self.allow_cpu else [])
 
 
 def run_worker(options: RunOptions, stream: TextIO | None = None) -> int:
