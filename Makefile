@@ -27,8 +27,9 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Two test processes: most tests wait on subprocesses, databases and heartbeats, so two overlap well on 2 cores.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 # The demo study and its outputs, so that `make demo` runs it again from scratch; .venv stays.
 clean-demo:

@@ -1,4 +1,5 @@
-"""Microbead data: loading a user's folders, synthetic beads, statistics, the split and training batches.
+"""Microbead data: loading a user's folders, synthetic beads, statistics, bead-level metrics, the split and
+training batches.
 
 The training batches load Keras, so they are imported on first use (PEP 562): `optimize data-stats`
 and `make-data` never load it.
@@ -7,7 +8,8 @@ and `make-data` never load it.
 import importlib
 
 from data._errors import DataError
-from data._loader import IMAGE_EXTENSIONS, load_dataset
+from data._loader import IMAGE_EXTENSIONS, load_dataset, load_mask_pairs
+from data._objects import ObjectEvaluation, ObjectScores, bead_labels, evaluate_objects, format_object_table
 from data._split import stratified_split
 from data._stats import dataset_stats, format_stats_table, objects_per_image
 from data._synthetic import make_microbeads, write_microbeads
@@ -18,11 +20,17 @@ _KERAS_MEMBERS = {"TrainingBatches": "data._batches", "epoch_images": "data._bat
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DataError",
+    "ObjectEvaluation",
+    "ObjectScores",
     "TrainingBatches",
+    "bead_labels",
     "dataset_stats",
     "epoch_images",
+    "evaluate_objects",
+    "format_object_table",
     "format_stats_table",
     "load_dataset",
+    "load_mask_pairs",
     "make_microbeads",
     "objects_per_image",
     "stratified_split",

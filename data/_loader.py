@@ -4,6 +4,7 @@ Images become float32 in [0, 1] by their dtype's range (8-bit / 255, 16-bit / 65
 relative brightness of images is kept); float images outside [0, 1] are min-max scaled.
 Masks become float32 {0, 1}: any non-zero pixel is a bead, except in lossy JPEG masks, which
 are thresholded at half their range. Both are shaped (N, H, W, 1) and sorted by file stem.
+`load_mask_pairs` reads masks with predicted masks for object metrics, keeping label images' labels.
 """
 
 from __future__ import annotations
@@ -54,21 +55,60 @@ def load_dataset(root: str | Path, image_size: int | tuple[int, int] | None = No
     return np.stack(images)[..., None], np.stack(masks)[..., None]
 
 
+def load_mask_pairs(data_dir: str | Path, pred_dir: str | Path) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """The masks of `data_dir/masks` and the predicted masks in `pred_dir`, paired by file stem as
+    `load_dataset` pairs images and masks: their stems, true masks and predicted masks, sorted by stem.
+
+    Each mask keeps its values when it is an integer label image (so touching beads stay apart) and
+    becomes {0, 1} otherwise (see `_as_labels`); sizes are kept. Raises DataError naming the files for
+    an unpaired file or a pair of different sizes.
+    """
+    data_dir, pred_dir = Path(data_dir), Path(pred_dir)
+    _check_dataset_folder(data_dir)
+    if not pred_dir.is_dir():
+        raise DataError(f"prediction folder {pred_dir} does not exist; expected a folder of predicted masks")
+    mask_files, pred_files = _pair_by_stem(("mask", data_dir / "masks"), ("prediction", pred_dir))
+    true_masks, pred_masks = [], []
+    for mask_file, pred_file in zip(mask_files, pred_files, strict=True):
+        true_mask, pred_mask = _as_labels(_read(mask_file), mask_file), _as_labels(_read(pred_file), pred_file)
+        if true_mask.shape != pred_mask.shape:
+            raise DataError(
+                f"{pred_file} is {_size(pred_mask)} px but its mask {mask_file} is {_size(true_mask)} px; "
+                "a prediction and its mask must have the same size"
+            )
+        true_masks.append(true_mask)
+        pred_masks.append(pred_mask)
+    return [path.stem for path in mask_files], true_masks, pred_masks
+
+
 def _paired_files(root: Path) -> tuple[list[Path], list[Path]]:
     """Image and mask files with the same stems, sorted by stem; DataError for anything unpaired."""
+    _check_dataset_folder(root)
+    return _pair_by_stem(("image", root / "images"), ("mask", root / "masks"))
+
+
+def _check_dataset_folder(root: Path) -> None:
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist; expected a folder with images/ and masks/")
-    images = _image_files(root / "images")
-    masks = _image_files(root / "masks")
-    for files, others, kind, other_kind in ((images, masks, "image", "mask"), (masks, images, "mask", "image")):
+
+
+def _pair_by_stem(first: tuple[str, Path], second: tuple[str, Path]) -> tuple[list[Path], list[Path]]:
+    """Files of two folders, each given with what its files are, paired by stem and sorted by stem;
+    DataError naming the files of either folder that have no partner."""
+    (first_kind, first_folder), (second_kind, second_folder) = first, second
+    first_files, second_files = _image_files(first_folder), _image_files(second_folder)
+    for files, others, kind, other_kind, other_folder in (
+        (first_files, second_files, first_kind, second_kind, second_folder),
+        (second_files, first_files, second_kind, first_kind, first_folder),
+    ):
         unpaired = sorted(set(files) - set(others))
         if unpaired:
             raise DataError(
-                f"{root / (other_kind + 's')} has no {other_kind} for {len(unpaired)} {kind}(s): "
+                f"{other_folder} has no {other_kind} for {len(unpaired)} {kind}(s): "
                 f"{_listing(unpaired)}; pair them by file name (the extension may differ)"
             )
-    stems = sorted(images)
-    return [images[stem] for stem in stems], [masks[stem] for stem in stems]
+    stems = sorted(first_files)
+    return [first_files[stem] for stem in stems], [second_files[stem] for stem in stems]
 
 
 def _image_files(folder: Path) -> dict[str, Path]:
@@ -112,20 +152,31 @@ def _as_grey(pixels: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
 
 def _as_binary(pixels: np.ndarray, path: Path, label_files: list[Path]) -> np.ndarray:
     """Mask as float32 {0, 1}; label images (more than 2 integer values) are noted in `label_files`."""
+    labels = _as_labels(pixels, path)
+    if labels.min() < 0 or labels.max() > 1:
+        label_files.append(path)
+    return (labels != 0).astype(np.float32)
+
+
+def _as_labels(pixels: np.ndarray, path: Path) -> np.ndarray:
+    """2-D mask: an integer label image (more than 2 values) as stored, any other mask as uint8 {0, 1}.
+
+    Any non-zero pixel is a bead, except in lossy JPEG masks, which are thresholded at half their range.
+    """
     pixels = _without_alpha(pixels, path)
     if pixels.ndim == 3:
         pixels = pixels.max(axis=-1)
     if path.suffix.lower() in _LOSSY_EXTENSIONS:
-        return (pixels > np.iinfo(pixels.dtype).max / 2).astype(np.float32)
+        return (pixels > np.iinfo(pixels.dtype).max / 2).astype(np.uint8)
     values = np.unique(pixels)
-    if values.size > 2:
-        if not np.array_equal(values, np.round(values)):
-            raise DataError(
-                f"{path} has {values.size} distinct non-integer values; expected a binary mask "
-                "(0 = background, non-zero = bead) or an integer label image"
-            )
-        label_files.append(path)
-    return (pixels != 0).astype(np.float32)
+    if values.size <= 2:
+        return (pixels != 0).astype(np.uint8)
+    if not np.array_equal(values, np.round(values)):
+        raise DataError(
+            f"{path} has {values.size} distinct non-integer values; expected a binary mask "
+            "(0 = background, non-zero = bead) or an integer label image"
+        )
+    return pixels
 
 
 def _without_alpha(pixels: np.ndarray, path: Path) -> np.ndarray:

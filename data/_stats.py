@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from data._errors import DataError
+from data._objects import connected_components
 
 
 def objects_per_image(masks: np.ndarray) -> np.ndarray:
@@ -61,8 +61,7 @@ def _object_areas(stack: np.ndarray) -> list[np.ndarray]:
     """Pixel areas of the connected foreground components of each (H, W) mask."""
     areas = []
     for mask in stack:
-        labels, _ = ndimage.label(mask > 0.5)
-        areas.append(np.bincount(labels.ravel())[1:])
+        areas.append(np.bincount(connected_components(mask).ravel())[1:])
     return areas
 
 

@@ -24,8 +24,6 @@ PATH_ERROR_EXIT = 2
 ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 """OS errors about the user's disk or permissions even when they name no file (a full disk while writing)."""
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-TRAINING_COMMANDS = frozenset({"run"})
-"""Commands that load Keras; the others (status, export-best, report, dashboard, data-stats, make-data) never do."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prog = f"optimize {args.name}"
             if hasattr(args, "storage"):
                 check_storage_option(args)
-            quiet_libraries(verbose=getattr(args, "verbose", False), trains=trains_here(args))
+            quiet_libraries(verbose=getattr(args, "verbose", False))
             return args.command(args) or 0
     except UserError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
@@ -208,6 +206,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="resize to this size first (default: the images' own size)",
     )
 
+    evaluate = command(
+        "evaluate",
+        cmd_evaluate,
+        "Bead-level metrics of predicted masks against a data folder's masks: beads matched one-to-one by IoU; "
+        "precision, recall, F1, AP, matched IoU, panoptic quality and count error per image and overall.",
+    )
+    evaluate.add_argument(
+        "--pred",
+        required=True,
+        metavar="DIR",
+        help="folder of predicted masks (PNG or TIFF; binary, or label images as Cellpose and StarDist write them), "
+        "named like the masks they predict (the extension may differ); required",
+    )
+    evaluate.add_argument(
+        "--data", required=True, metavar="DIR", help="data folder whose masks/ hold the true beads; required"
+    )
+    evaluate.add_argument(
+        "--iou",
+        nargs="+",
+        type=iou_threshold,
+        default=[0.5],
+        metavar="T",
+        help="IoU thresholds at which a predicted bead matches a true bead, each in 0.5..1 (default: 0.5)",
+    )
+    evaluate.add_argument(
+        "--csv", metavar="FILE", help="also write the per-image rows to this CSV file (default: none)"
+    )
+
     make = command("make-data", cmd_make_data, "Write a synthetic microbead data set as PNG files.")
     make.add_argument("--out", required=True, metavar="DIR", help="output folder (gets images/ and masks/); required")
     make.add_argument("--n", type=positive_int, default=96, help="number of images (default: %(default)s)")
@@ -224,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Check the study file, then train here (one worker) or start worker processes (`--workers`, `--gpus`).
+
+    A config error ends the command before Keras loads, and once, not in every worker. The process that
+    trains imports Keras before anything else does, so that TensorFlow's start-up lines are held back; a
+    pool's parent never loads it.
+    """
+    from optimize.search.config import load_config
     from optimize.workers.options import RunOptions
 
     options = RunOptions(
@@ -244,14 +277,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("give either --gpus or --workers, not both")
     if args.trials_per_gpu and not args.gpus:
         raise UsageError(f"--trials-per-gpu {args.trials_per_gpu} needs --gpus; without GPUs use --workers N")
+    config = load_config(args.study)
     if not args.gpus and (args.workers or 1) == 1:
+        if not args.verbose:
+            import_quietly("keras")
         from optimize.workers.worker import run_worker
 
-        return run_worker(options)
-    from optimize.search.config import load_config
+        return run_worker(options, config=config)
     from optimize.workers.pool import plan_workers, run_worker_pool
 
-    load_config(args.study)  # a config error ends the command here, once, not in every worker
     trials_per_gpu = args.trials_per_gpu or 1
     plan = plan_workers(args.gpus, args.workers, trials_per_gpu, args.n_trials)
     if args.seed is not None and args.seed + len(plan) - 1 > MAX_SEED:
@@ -305,6 +339,27 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     except DataError as error:
         raise UserError(str(error)) from None
     print(format_stats_table(dataset_stats(masks)))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import csv
+
+    from data import DataError, evaluate_objects, format_object_table, load_mask_pairs
+
+    try:
+        names, true_masks, pred_masks = load_mask_pairs(args.data, args.pred)
+    except DataError as error:
+        raise UserError(str(error)) from None
+    evaluation = evaluate_objects(true_masks, pred_masks, args.iou, names)
+    print(format_object_table(evaluation))
+    if args.csv:
+        rows = evaluation.rows()
+        with open(args.csv, "w", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {len(rows)} rows to {args.csv}")
     return 0
 
 
@@ -379,6 +434,19 @@ def bounded_int(text: str, low: int, high: int | None, expected: str) -> int:
     return value
 
 
+def iou_threshold(text: str) -> float:
+    """An IoU threshold at which beads match one-to-one: below 0.5 a bead could match two."""
+    from data._objects import MIN_IOU_THRESHOLD
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not MIN_IOU_THRESHOLD <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected an IoU threshold in {MIN_IOU_THRESHOLD}..1, got {text!r}")
+    return value
+
+
 def positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -411,21 +479,12 @@ def gpu_selection(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def trains_here(args: argparse.Namespace) -> bool:
-    """Whether this process trains: `run` with its one worker in this process (a pool's parent only starts
-    worker processes, and leaves Keras and the GPUs to them)."""
-    return args.name in TRAINING_COMMANDS and not (args.gpus or (getattr(args, "workers", None) or 1) > 1)
-
-
-def quiet_libraries(verbose: bool, trains: bool) -> None:
+def quiet_libraries(verbose: bool) -> None:
     """TensorFlow's C++ logs and Optuna's per-trial INFO lines off unless `--verbose`.
 
-    A command that trains imports Keras here, before anything else does, so that TensorFlow's
-    start-up lines are held back; the other commands never load it.
+    Only `optimize run` loads Keras, in the process that trains (see `cmd_run`); the other commands never do.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "3")
-    if trains and not verbose:
-        import_quietly("keras")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import warnings
 

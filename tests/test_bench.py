@@ -22,6 +22,7 @@ BENCH = ROOT / "bench"
 SCRIPTS = {
     "cli_startup": "| command ",
     "demo": "| code ",
+    "object_metrics": "| masks ",
     "search_efficiency": "| method ",
     "storage": "| storage ",
     "throughput": "| architecture ",

@@ -115,6 +115,10 @@ def test_synthetic_data_and_its_statistics_never_load_keras(tmp_path):
     assert stats.returncode == 0, stats.stderr
     assert "foreground" in stats.stdout.lower()
     assert loaded(stats.stderr) == []
+    evaluated = run_probe(tmp_path, "evaluate", "--pred", str(data / "masks"), "--data", str(data))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "overall" in evaluated.stdout
+    assert loaded(evaluated.stderr) == []
 
 
 def test_run_loads_keras(finished_study, tmp_path):

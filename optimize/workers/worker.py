@@ -43,17 +43,20 @@ class BudgetReached(Exception):
     """Raised at the start of a trial that would exceed the study-wide `max_trials`."""
 
 
-def run_worker(options: RunOptions, stream: TextIO | None = None) -> int:
-    """Run trials for this worker; returns the process exit code (128 + signal when interrupted)."""
+def run_worker(options: RunOptions, stream: TextIO | None = None, config: StudyConfig | None = None) -> int:
+    """Run trials for this worker; returns the process exit code (128 + signal when interrupted).
+
+    `config` is the study file as the caller already loaded it (else it is loaded here): once per process.
+    """
     stream = stream or sys.stdout
     keep_freed_memory()
     with InterruptWatch(stream=stream) as watch:
-        return run_trials(options, stream, watch)
+        return run_trials(options, stream, watch, config or load_config(options.study))
 
 
-def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch) -> int:
+def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch, config: StudyConfig) -> int:
     """The body of `run_worker`, with the signal watch installed."""
-    config = with_study_name(with_seed(load_config(options.study), options.seed), options.new_study)
+    config = with_study_name(with_seed(config, options.seed), options.new_study)
     cache_dir = enable_compile_cache(resolve_cache_dir(options.compile_cache))
     data = load_study_data(config, options.data)
     check_device(config, data, options.allow_cpu, stream)
