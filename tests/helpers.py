@@ -80,3 +80,14 @@ def racing_config():
 
     text = "[data]\ndir = 'x'\n[search]\nlearning_rate = { low = 1e-4, high = 1e-2 }\n"
     return parse_config(tomllib.loads(text), path=Path("race.toml"), text=text)
+
+
+def make_user_folders(folder: Path) -> None:
+    """A working folder as a user has it: images in data/, a Python package named models/ that must never be
+    imported (it raises), and an empty losses/ folder."""
+    from data import write_microbeads
+
+    write_microbeads(folder / "data", 6, size=32, seed=3)
+    (folder / "models").mkdir()
+    (folder / "models" / "__init__.py").write_text("raise ImportError('the user folder models/ was imported')\n")
+    (folder / "losses").mkdir()

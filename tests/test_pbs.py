@@ -20,7 +20,7 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from tests.conftest import OPTIMIZE, ROOT, write_tiny_study
-from tests.helpers import free_port
+from tests.helpers import free_port, make_user_folders
 
 PBS = ROOT / "pbs"
 SCRIPTS = sorted(PBS.glob("*.pbs"))
@@ -117,6 +117,7 @@ def test_worker_asks_for_gpus_and_leaves_arrays_to_qsub():
 
 
 def test_worker_runs_trials_on_postgres(tmp_path, postgres_url):
+    make_user_folders(tmp_path)  # the job's folder holds the user's own data/, models/ and losses/
     env = worker_env(tmp_path, OPTIMIZE_STORAGE=postgres_url, SEED="7")
     result = run_script("worker.pbs", env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,7 +1,8 @@
 """A user's own `data/`, `models/` and `losses/` folders in the working directory never shadow our packages.
 
 People keep their images in `data/` and their saved models in `models/`; `python -m optimize` puts the
-working directory first on the import path. Every entry point must still import this project's packages.
+working directory first on the import path. Every entry point must still import this project's packages
+(the PBS worker script runs from such a folder in tests/test_pbs.py).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from data import write_microbeads
 from tests.conftest import OPTIMIZE, write_tiny_study
+from tests.helpers import make_user_folders
 
 PYTHON_M = [sys.executable, "-m", "optimize"]
 
@@ -23,10 +24,7 @@ PYTHON_M = [sys.executable, "-m", "optimize"]
 def user_folder(tmp_path) -> Path:
     """A working folder as a user has it: images in data/, a Python package named models/, an empty losses/."""
     folder = tmp_path / "work"
-    write_microbeads(folder / "data", 6, size=32, seed=3)
-    (folder / "models").mkdir()
-    (folder / "models" / "__init__.py").write_text("raise ImportError('the user folder models/ was imported')\n")
-    (folder / "losses").mkdir()
+    make_user_folders(folder)
     write_tiny_study(folder / "studies", max_epochs=1)
     return folder
 
