@@ -112,7 +112,7 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch, confi
     )
     watch.hand_back = objective.hand_back_running
     try:
-        optimize(
+        optimize_until_done(
             study,
             objective,
             n_trials=options.n_trials,
@@ -144,7 +144,7 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch, confi
     return 0
 
 
-def optimize(
+def optimize_until_done(
     study: optuna.Study,
     objective: Objective,
     *,
