@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from losses import LOSS_NAMES, LOSS_SETTINGS, params_from_settings
+from losses import LOSS_NAMES, LOSS_SETTINGS, default_params, params_from_settings
 from models import ARCHITECTURES, NORMS
 
 SCHEDULES = ("none", "plateau", "cosine")
@@ -23,7 +23,7 @@ class TrainSettings:
     each step runs `batch_size // gradient_accumulation_steps` images at a time.
 
     `focal_*`, `tversky_*` and `combined*_focal_weight` set the parameters of the losses that take them
-    (`losses.LOSS_SETTINGS`); their defaults are the losses' own, so a study that sets none of them
+    (`losses.LOSS_SETTINGS`); their defaults are read from the losses' catalogue, so a study that sets none of them
     trains the same loss as `losses.get(loss)`.
     """
 
@@ -33,12 +33,12 @@ class TrainSettings:
     dropout: float = 0.0
     norm: str = "batch"
     loss: str = "combined"
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    tversky_alpha: float = 0.7
-    tversky_beta: float = 0.3
-    combined_focal_weight: float = 0.3
-    combined_tversky_focal_weight: float = 0.4
+    focal_alpha: float = default_params("focal")["alpha"]
+    focal_gamma: float = default_params("focal")["gamma"]
+    tversky_alpha: float = default_params("tversky")["alpha"]
+    tversky_beta: float = default_params("tversky")["beta"]
+    combined_focal_weight: float = default_params("combined")["weights"][1]
+    combined_tversky_focal_weight: float = default_params("combined_tversky")["weights"][1]
     learning_rate: float = 1e-4
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
