@@ -10,7 +10,7 @@ import importlib
 from data._errors import DataError
 from data._loader import IMAGE_EXTENSIONS, load_dataset, load_mask_pairs
 from data._objects import ObjectEvaluation, ObjectScores, bead_labels, evaluate_objects, format_object_table
-from data._split import stratified_split
+from data._split import stratified_folds, stratified_split
 from data._stats import dataset_stats, format_stats_table, objects_per_image
 from data._synthetic import make_microbeads, write_microbeads
 
@@ -33,6 +33,7 @@ __all__ = [
     "load_mask_pairs",
     "make_microbeads",
     "objects_per_image",
+    "stratified_folds",
     "stratified_split",
     "write_microbeads",
 ]

@@ -3,7 +3,8 @@
 Images become float32 in [0, 1] by their dtype's range (8-bit / 255, 16-bit / 65535, so the
 relative brightness of images is kept); float images outside [0, 1] are min-max scaled.
 Masks become float32 {0, 1}: any non-zero pixel is a bead, except in lossy JPEG masks, which
-are thresholded at half their range. Both are shaped (N, H, W, 1) and sorted by file stem.
+are thresholded at half their range; or, asked for, int32 label images that keep the user's beads.
+Both are shaped (N, H, W, 1) and sorted by file stem.
 `load_mask_pairs` reads masks with predicted masks for object metrics, keeping label images' labels.
 """
 
@@ -24,12 +25,16 @@ _LUMINANCE = np.array([0.299, 0.587, 0.114])
 _MAX_LISTED = 10
 
 
-def load_dataset(root: str | Path, image_size: int | tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_dataset(
+    root: str | Path, image_size: int | tuple[int, int] | None = None, *, labels: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Images and masks of `root/images/*` and `root/masks/*`, paired by file stem.
 
     `image_size` (an int or (height, width)) resizes images bilinearly and masks by nearest
-    neighbour; without it every image must have the same size. Raises DataError for anything
-    that cannot be used; warns once per load about RGB images and label-image masks.
+    neighbour; without it every image must have the same size. With `labels`, masks come as int32
+    label images: an integer label image keeps its beads apart (for bead-level metrics), any other
+    mask is {0, 1}. Raises DataError for anything that cannot be used; warns once per load about RGB
+    images and label-image masks.
     """
     root = Path(root)
     image_files, mask_files = _paired_files(root)
@@ -39,7 +44,11 @@ def load_dataset(root: str | Path, image_size: int | tuple[int, int] | None = No
     images, masks = [], []
     for image_file, mask_file in zip(image_files, mask_files, strict=True):
         image, is_rgb = _as_grey(_read(image_file), image_file)
-        mask = _as_binary(_read(mask_file), mask_file, label_files)
+        mask = _as_labels(_read(mask_file), mask_file)
+        if mask.min() < 0 or mask.max() > 1:
+            label_files.append(mask_file)
+        if not labels:
+            mask = (mask != 0).astype(np.float32)
         if image.shape != mask.shape:
             raise DataError(
                 f"{image_file} is {_size(image)} px but its mask {mask_file} is {_size(mask)} px; "
@@ -48,11 +57,13 @@ def load_dataset(root: str | Path, image_size: int | tuple[int, int] | None = No
         if is_rgb:
             rgb_files.append(image_file)
         images.append(_resize(_to_unit_range(image), target, Image.Resampling.BILINEAR))
-        masks.append(_resize(mask, target, Image.Resampling.NEAREST))
+        masks.append(_resize(mask.astype(np.float32), target, Image.Resampling.NEAREST))
     _check_same_size(images, image_files)
     _warn_once(rgb_files, "RGB image(s) converted to grey by luminance")
-    _warn_once(label_files, "mask(s) have more than 2 values (label images?); every non-zero pixel is a bead")
-    return np.stack(images)[..., None], np.stack(masks)[..., None]
+    if not labels:
+        _warn_once(label_files, "mask(s) have more than 2 values (label images?); every non-zero pixel is a bead")
+    stacked = np.stack(masks)[..., None]
+    return np.stack(images)[..., None], stacked.astype(np.int32) if labels else stacked
 
 
 def load_mask_pairs(data_dir: str | Path, pred_dir: str | Path) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
@@ -79,6 +90,20 @@ def load_mask_pairs(data_dir: str | Path, pred_dir: str | Path) -> tuple[list[st
         true_masks.append(true_mask)
         pred_masks.append(pred_mask)
     return [path.stem for path in mask_files], true_masks, pred_masks
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files of one folder sorted by stem, as `load_dataset` lists `images/`; DataError if none."""
+    return [path for _, path in sorted(_image_files(Path(folder)).items())]
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """One image as `load_dataset` reads it, at its own size: (H, W) float32 in [0, 1], colour made grey.
+
+    Raises DataError for a file that cannot be read or is not one grey or RGB(A) image.
+    """
+    path = Path(path)
+    return _to_unit_range(_as_grey(_read(path), path)[0])
 
 
 def _paired_files(root: Path) -> tuple[list[Path], list[Path]]:
@@ -148,14 +173,6 @@ def _as_grey(pixels: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
         return pixels, False
     grey = pixels @ _LUMINANCE
     return (np.round(grey).astype(pixels.dtype) if pixels.dtype.kind in "ui" else grey), True
-
-
-def _as_binary(pixels: np.ndarray, path: Path, label_files: list[Path]) -> np.ndarray:
-    """Mask as float32 {0, 1}; label images (more than 2 integer values) are noted in `label_files`."""
-    labels = _as_labels(pixels, path)
-    if labels.min() < 0 or labels.max() > 1:
-        label_files.append(path)
-    return (labels != 0).astype(np.float32)
 
 
 def _as_labels(pixels: np.ndarray, path: Path) -> np.ndarray:

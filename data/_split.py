@@ -1,4 +1,5 @@
-"""Train/validation split that keeps sparse and crowded images on both sides."""
+"""Train/validation splits (one split, or K cross-validation folds) that keep sparse and crowded images on
+every side."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from data._errors import DataError
 from data._stats import objects_per_image
@@ -41,3 +42,32 @@ def stratified_split(
         )
     train, val = train_test_split(np.arange(n_images), test_size=n_val, random_state=seed, stratify=stratify)
     return np.sort(train), np.sort(val)
+
+
+def stratified_folds(masks: np.ndarray, k: int, seed: int = 0, n_bins: int = 5) -> list[np.ndarray]:
+    """The sorted validation indices of each of `k` cross-validation folds: every image in exactly one.
+
+    Stratified like `stratified_split`, by quantile bins of objects per image, so each fold holds sparse
+    and crowded images alike (nnU-Net's 5-fold cross-validation, with beads). Uses at most as many bins as
+    leave `k` images in each, and falls back to unstratified folds (with a warning) when a bin has fewer
+    than `k` images. Deterministic for a seed.
+    """
+    n_images = len(masks)
+    if k < 2:
+        raise DataError(f"{k} fold(s): cross-validation needs at least 2 folds")
+    if n_images < k:
+        raise DataError(f"cannot split {n_images} image(s) into {k} folds; need at least one image per fold")
+    n_bins = max(1, min(n_bins, n_images // k))
+    bins = pd.qcut(objects_per_image(masks), q=n_bins, labels=False, duplicates="drop")
+    bins = np.nan_to_num(bins, nan=0).astype(int)
+    indices = np.arange(n_images)
+    if np.bincount(bins).min() >= k:
+        folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(indices, bins)
+    else:
+        warnings.warn(
+            f"{n_images} images are too few to stratify {k} folds by objects per image; using random folds",
+            UserWarning,
+            stacklevel=2,
+        )
+        folds = KFold(n_splits=k, shuffle=True, random_state=seed).split(indices)
+    return [np.sort(val) for _, val in folds]

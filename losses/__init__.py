@@ -6,7 +6,8 @@ cast to float32 before reducing (safe under mixed precision) and probabilities a
 
 The names, parameters and the training settings that set them load without Keras; the losses and
 metrics themselves import it on first use (PEP 562), so that commands which only read a study never
-pay for it.
+pay for it. ``CUSTOM_OBJECTS`` names everything of this package a saved compiled model may hold;
+asking for it registers them with Keras, so that ``keras.models.load_model`` restores the loss and metrics.
 """
 
 import importlib
@@ -15,6 +16,7 @@ from losses._catalogue import LOSS_NAMES, LOSS_SETTINGS, default_params, losses_
 from losses._combined import weighted_sum
 
 _KERAS_MEMBERS = {
+    "CUSTOM_OBJECTS": "losses._saving",
     "bce_loss": "losses._focal",
     "dice_loss": "losses._overlap",
     "focal_loss": "losses._focal",
@@ -29,6 +31,7 @@ _KERAS_MEMBERS = {
 """Public names whose module imports Keras, and that module."""
 
 __all__ = [
+    "CUSTOM_OBJECTS",
     "LOSS_NAMES",
     "LOSS_SETTINGS",
     "bce_loss",

@@ -103,6 +103,51 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(command=handler, name=name)
         return sub
 
+    def worker_options(sub: argparse.ArgumentParser, n_workers_default: int | None) -> None:
+        """The options of a command that trains, `run` and `confirm`: output, devices, workers and models."""
+        sub.add_argument(
+            "--verbose", action="store_true", help="Keras' per-epoch output and Optuna's logs (default: off)"
+        )
+        sub.add_argument(
+            "--compile-cache",
+            metavar="DIR",
+            help="JAX backend: keep compiled steps here for later trials and workers "
+            "(default: $OPTIMIZE_COMPILE_CACHE, else studies/.compile_cache; 'off' disables)",
+        )
+        sub.add_argument(
+            "--gpus",
+            type=gpu_selection,
+            help="one worker process per GPU: indices as CUDA_VISIBLE_DEVICES or nvidia-smi lists them (0,1,2,3), "
+            "or all-visible (default: one worker in this process, on whatever device Keras finds)",
+        )
+        sub.add_argument(
+            "--workers", metavar="N", type=positive_int, help="N worker processes without GPU pinning (default: 1)"
+        )
+        sub.add_argument(
+            "--trials-per-gpu",
+            metavar="N",
+            type=positive_int,
+            help="workers sharing each GPU, with --gpus (default: 1)",
+        )
+        sub.add_argument(
+            "--allow-cpu",
+            action="store_true",
+            help="train a study sized for a GPU (512 px images, wide models, mixed precision) on the CPU anyway "
+            "(default: such a study stops before its first trial when no GPU is visible, with an estimate of its "
+            "time)",
+        )
+        artifacts_option(sub)
+        sub.add_argument("--rank", type=non_negative_int, default=0, help=argparse.SUPPRESS)
+        sub.add_argument("--n-workers", type=positive_int, default=n_workers_default, help=argparse.SUPPRESS)
+
+    def artifacts_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--artifacts",
+            metavar="DIR",
+            help="folder of the best trials' models, one folder shared by every node (default: $OPTIMIZE_ARTIFACTS, "
+            "else the study file's [artifacts] dir, else NAME.artifacts/ beside the SQLite file)",
+        )
+
     def study_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--study",
@@ -145,37 +190,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the config's study as a new study NAME, in the same --storage or else studies/NAME.db, leaving "
         "the old study as it is; later commands take --study NAME (default: the study's own name)",
     )
-    run.add_argument("--verbose", action="store_true", help="Keras' per-epoch output and Optuna's logs (default: off)")
-    run.add_argument(
-        "--compile-cache",
-        metavar="DIR",
-        help="JAX backend: keep compiled steps here for later trials and workers "
-        "(default: $OPTIMIZE_COMPILE_CACHE, else studies/.compile_cache; 'off' disables)",
-    )
-    run.add_argument(
-        "--gpus",
-        type=gpu_selection,
-        help="one worker process per GPU: indices as CUDA_VISIBLE_DEVICES or nvidia-smi lists them (0,1,2,3), "
-        "or all-visible (default: one worker in this process, on whatever device Keras finds)",
-    )
-    run.add_argument(
-        "--workers", metavar="N", type=positive_int, help="N worker processes without GPU pinning (default: 1)"
-    )
-    run.add_argument(
-        "--trials-per-gpu", metavar="N", type=positive_int, help="workers sharing each GPU, with --gpus (default: 1)"
-    )
-    run.add_argument(
-        "--allow-cpu",
-        action="store_true",
-        help="train a study sized for a GPU (512 px images, wide models, mixed precision) on the CPU anyway "
-        "(default: such a study stops before its first trial when no GPU is visible, with an estimate of its time)",
-    )
-    run.add_argument("--rank", type=non_negative_int, default=0, help=argparse.SUPPRESS)
-    run.add_argument("--n-workers", type=positive_int, default=1, help=argparse.SUPPRESS)
+    worker_options(run, n_workers_default=1)
 
-    export = command("export-best", cmd_export_best, "Write the best hyperparameters and every trial's history.")
+    confirm = command(
+        "confirm",
+        cmd_confirm,
+        "Re-train the study's best configurations with new seeds (or on cross-validation folds), to full length "
+        "without pruning, as trials of the study NAME-confirm in the same storage; ends with mean ± std per "
+        "configuration. Every node runs the same command.",
+    )
+    study_options(confirm)
+    confirm.add_argument(
+        "--top-k",
+        metavar="K",
+        type=positive_int,
+        default=3,
+        help="confirm the K best COMPLETE trials with distinct parameters (default: %(default)s)",
+    )
+    repeats = confirm.add_mutually_exclusive_group()
+    repeats.add_argument(
+        "--seeds",
+        metavar="N",
+        type=positive_int,
+        help="re-train each N times with new seeds of weights and data order, on the same split (default: 3)",
+    )
+    repeats.add_argument(
+        "--folds",
+        metavar="F",
+        type=fold_count,
+        help="instead of seeds: train each on F folds stratified by objects per image, fold i validating on "
+        "its images, F-fold cross-validation (default: seeds, not folds)",
+    )
+    confirm.add_argument(
+        "--data",
+        metavar="DIR",
+        help="folder with images/ and masks/, the study's own data elsewhere (default: the study's stored [data])",
+    )
+    worker_options(confirm, n_workers_default=None)
+
+    export = command(
+        "export-best",
+        cmd_export_best,
+        "Write the best hyperparameters, every trial's history and the best trial's model (best_model.keras).",
+    )
     study_options(export)
     export.add_argument("--out", metavar="DIR", help="output folder (default: studies/NAME/export/)")
+    artifacts_option(export)
 
     report = command("report", cmd_report, "Write the study's analysis: REPORT.md, report.html and CSV tables.")
     study_options(report)
@@ -183,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboard = command("dashboard", cmd_dashboard, "Serve optuna-dashboard on the study's storage.")
     study_options(dashboard)
+    artifacts_option(dashboard)
     dashboard.add_argument(
         "--host",
         default="127.0.0.1",
@@ -234,6 +295,54 @@ def build_parser() -> argparse.ArgumentParser:
         "--csv", metavar="FILE", help="also write the per-image rows to this CSV file (default: none)"
     )
 
+    predict = command(
+        "predict",
+        cmd_predict,
+        "Segment a folder of images with a saved model: masks and label images as PNG, bead counts and areas as CSV.",
+    )
+    predict.epilog = (
+        "Writes OUT/masks/<stem>.png (0/255), OUT/labels/<stem>.png (beads as labels 1..n, uint16), OUT/beads.csv "
+        "(per image: size, bead count, foreground fraction, mean and median bead area in px) and OUT/bead_areas.csv "
+        "(per bead: area and centre). Images are read as training reads them (grey, [0, 1] by bit depth). An image "
+        "of the model's input size is one tile. Any other image is cut into overlapping tiles of the model's input "
+        "size, starting every (size - overlap) px, the last tile flush with the far edge; an image smaller than a "
+        "tile is padded by reflection and the padding cropped. Overlapping probabilities are averaged with weights "
+        "that fall linearly towards each tile's edges over the overlap. A pixel is bead above --threshold; each "
+        "4-connected component is one bead."
+    )
+    predict.add_argument(
+        "--model",
+        required=True,
+        metavar="FILE",
+        help="a .keras model, e.g. best_model.keras from export-best; required",
+    )
+    predict.add_argument(
+        "--images", required=True, metavar="DIR", help="folder of images (PNG, TIFF or JPEG) to segment; required"
+    )
+    predict.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (gets masks/, labels/ and two CSV files); required"
+    )
+    predict.add_argument(
+        "--threshold",
+        type=probability_threshold,
+        default=0.5,
+        metavar="P",
+        help="a pixel is bead when its probability is above this, in (0, 1) (default: %(default)s)",
+    )
+    predict.add_argument(
+        "--overlap",
+        type=non_negative_int,
+        metavar="PX",
+        help="overlap of neighbouring tiles in px, smaller than the model's input size (default: a quarter of it)",
+    )
+    predict.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="tiles the model predicts at once (default: %(default)s)",
+    )
+
     make = command("make-data", cmd_make_data, "Write a synthetic microbead data set as PNG files.")
     make.add_argument("--out", required=True, metavar="DIR", help="output folder (gets images/ and masks/); required")
     make.add_argument("--n", type=positive_int, default=96, help="number of images (default: %(default)s)")
@@ -270,6 +379,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         compile_cache=args.compile_cache,
         allow_cpu=args.allow_cpu,
+        artifacts=args.artifacts,
         rank=args.rank,
         n_workers=args.n_workers,
     )
@@ -296,12 +406,55 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_worker_pool(options.worker_args(), plan, shared_gpu=trials_per_gpu > 1, stream=sys.stdout)
 
 
+def cmd_confirm(args: argparse.Namespace) -> int:
+    """Re-train the study's top configurations in its companion study (see `optimize.workers.confirm`): here
+    (one worker) or in worker processes (`--workers`, `--gpus`), as `run` does."""
+    from optimize.workers.confirm import ConfirmOptions, run_confirm
+
+    if args.gpus and args.workers:
+        raise UsageError("give either --gpus or --workers, not both")
+    if args.trials_per_gpu and not args.gpus:
+        raise UsageError(f"--trials-per-gpu {args.trials_per_gpu} needs --gpus; without GPUs use --workers N")
+    options = ConfirmOptions(
+        study=study_name(args),
+        top_k=args.top_k,
+        seeds=args.seeds,
+        folds=args.folds,
+        storage=args.storage,
+        data=args.data,
+        verbose=args.verbose,
+        compile_cache=args.compile_cache,
+        allow_cpu=args.allow_cpu,
+        artifacts=args.artifacts,
+        rank=args.rank,
+        n_workers=args.n_workers,
+    )
+    pool = None
+    if args.gpus or (args.workers or 1) > 1:
+        from optimize.workers.pool import plan_workers
+
+        pool = plan_workers(args.gpus, args.workers, args.trials_per_gpu or 1, None)
+    return run_confirm(options, sys.stdout, pool, shared_gpu=(args.trials_per_gpu or 1) > 1)
+
+
 def cmd_export_best(args: argparse.Namespace) -> int:
     from optimize.results.export import export_best
 
     study, url = existing_study(args)
-    out = export_best(study, url, args.out)
+    out, summary = export_best(study, url, args.out, args.artifacts)
+    model, confirmation = summary["model"], summary["confirmation"]
+    if confirmation is not None:
+        import pandas as pd
+
+        from optimize.results.confirmation import format_confirmation
+
+        print(format_confirmation(pd.DataFrame(confirmation["configurations"])))
+        print(confirmation["summary"])
     print(f"wrote {out}/best_hyperparameters.json, search_results.csv and histories/")
+    if model["file"]:
+        print(f"wrote {out}/{model['file']}: the model of trial {model['trial_number']}, sha256 {model['sha256']}")
+    else:
+        print(f"no best_model.keras: {model['reason']}")
     return 0
 
 
@@ -311,7 +464,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     study, url = existing_study(args)
     out = write_report(study, url, args.out)
     tables = sorted((out / "tables").glob("*.csv"))
+    pngs = sorted((out / "figures").glob("*.png"))
     print(f"wrote {out / 'REPORT.md'}\nwrote {out / 'report.html'}\nwrote {len(tables)} tables in {out / 'tables'}/")
+    print(f"wrote {len(pngs)} figures in {out / 'figures'}/")
     return 0
 
 
@@ -319,7 +474,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from optimize.results.dashboard import serve_dashboard
 
     study, url = existing_study(args)
-    serve_dashboard(study._storage, study.study_name, args.host, args.port)
+    serve_dashboard(study, url, args.artifacts, args.host, args.port)
     return 0
 
 
@@ -360,6 +515,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             writer.writeheader()
             writer.writerows(rows)
         print(f"wrote {len(rows)} rows to {args.csv}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Check the paths before Keras loads (quietly), then segment every image; see `optimize.inference.predict`."""
+    from optimize.inference.predict import image_inputs, predict_folder
+
+    files = image_inputs(args.model, args.images)
+    import_quietly("keras")
+    summary = predict_folder(
+        args.model, files, args.out, threshold=args.threshold, overlap=args.overlap, batch_size=args.batch_size
+    )
+    out = summary.out
+    print(
+        f"wrote {summary.images} masks to {out / 'masks'}/, label images to {out / 'labels'}/, "
+        f"{out / 'beads.csv'} and {out / 'bead_areas.csv'} ({summary.beads} beads)"
+    )
     return 0
 
 
@@ -406,6 +578,11 @@ def positive_int(text: str) -> int:
     return bounded_int(text, 1, None, "a positive integer")
 
 
+def fold_count(text: str) -> int:
+    """Cross-validation folds: at least 2 (one fold would validate on every image it trained on)."""
+    return bounded_int(text, 2, None, "a number of folds >= 2")
+
+
 def non_negative_int(text: str) -> int:
     return bounded_int(text, 0, None, "an integer >= 0")
 
@@ -444,6 +621,16 @@ def iou_threshold(text: str) -> float:
         value = math.nan
     if not MIN_IOU_THRESHOLD <= value <= 1:
         raise argparse.ArgumentTypeError(f"expected an IoU threshold in {MIN_IOU_THRESHOLD}..1, got {text!r}")
+    return value
+
+
+def probability_threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability threshold in (0, 1), got {text!r}")
     return value
 
 

@@ -12,6 +12,7 @@ import os
 import select
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -209,6 +210,12 @@ def test_dashboard_api_shows_trials_and_our_attrs(dashboard, finished_study):
         if trial.state == TrialState.PRUNED:
             assert attrs["reason"] == trial.user_attrs["reason"]
     assert detail["best_trials"][0]["number"] == study.best_trial.number
+    best = study.best_trial
+    models = served[best.number]["artifacts"]
+    assert [model["filename"] for model in models] == [f"trial_{best.number:04d}_model.keras"]
+    url = f"{base}/artifacts/{study_id}/{best._trial_id}/{models[0]['artifact_id']}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.read()[:2] == b"PK"  # a .keras file is a zip archive
 
 
 @needs_chromium

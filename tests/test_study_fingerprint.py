@@ -27,7 +27,7 @@ from losses import LOSS_SETTINGS
 from optimize.cli import build_parser, existing_study, main
 from optimize.search.config import parse_config
 from optimize.search.fingerprint import StudyMismatchError, differences, refusal, safe_changes, study_fingerprint
-from optimize.search.study import OBJECTIVE, create_or_join, record_study_attrs
+from optimize.search.study import create_or_join, record_study_attrs, study_objective
 from optimize.storage import open_storage
 from optimize.training.dataset import load_study_data
 from tests.conftest import OPTIMIZE, TINY_STUDY, run_cli
@@ -268,7 +268,7 @@ def test_a_study_made_before_fingerprints_gets_one_once(tmp_path):
 
     assert not created and "made before fingerprints existed: recorded this worker's settings and data" in line
     attrs = study.user_attrs
-    assert attrs["fingerprint"] == study_fingerprint(config, data, OBJECTIVE)
+    assert attrs["fingerprint"] == study_fingerprint(config, data, study_objective(config))
     assert attrs["config_toml"] == "# the last worker's config" and attrs["data_stats"] == {"source": "/old/beads"}
     assert "optuna" in attrs["packages"]
     assert record_study_attrs(study, config, data, created=False).startswith("joined study tiny: same settings")
@@ -311,10 +311,10 @@ def test_which_changes_are_refused_and_which_are_safe():
     data = load_study_data(tiny_config(base_text))
 
     def compared(text: str) -> list:
-        return differences(study_fingerprint(tiny_config(base_text), data, OBJECTIVE), fingerprint(text))
+        return differences(fingerprint(base_text), fingerprint(text))
 
     def fingerprint(text: str) -> dict:
-        return study_fingerprint(tiny_config(text), data, OBJECTIVE)
+        return study_fingerprint(tiny_config(text), data, study_objective(tiny_config(text)))
 
     def refused(text: str) -> str:
         return refusal("tiny", compared(text), Path("studies/tiny.toml"), ("here", "there"))
@@ -334,6 +334,9 @@ def test_which_changes_are_refused_and_which_are_safe():
         base_text.replace("min_resource = 1", "min_resource = 2")
     )
     assert compared(base_text.replace('kind = "asha"', 'kind = "asha"\nn_warmup_steps = 9')) == []
+    assert refused('metric = "val_object_f1"\n' + base_text).startswith(
+        'study tiny was created with metric = "val_jaccard"; studies/tiny.toml now says "val_object_f1";'
+    )
 
     safe_text = (
         base_text.replace("tiny test study", "renamed")
@@ -368,7 +371,7 @@ def test_data_is_known_by_its_files_and_statistics_not_by_its_path(tmp_path):
     config = tiny_config(tiny_text(data_dir="beads"), path=tmp_path / "tiny.toml")
 
     def fingerprint(folder: str) -> dict:
-        return study_fingerprint(config, load_study_data(config, tmp_path / folder), OBJECTIVE)
+        return study_fingerprint(config, load_study_data(config, tmp_path / folder), study_objective(config))
 
     assert differences(fingerprint("beads"), fingerprint("moved")) == []
     found = differences(fingerprint("beads"), fingerprint("edited"))

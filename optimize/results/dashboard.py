@@ -9,10 +9,13 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna
 
 from optimize.errors import UsageError
+from optimize.results.frame import stored_config
+from optimize.storage.artifacts import resolve_artifact_folder
 
 
-def serve_dashboard(storage: optuna.storages.BaseStorage, study_name: str, host: str, port: int) -> None:
-    """Serve optuna-dashboard until interrupted; it shows every study in the storage, this one at its page.
+def serve_dashboard(study: optuna.Study, url: str, artifacts: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard until interrupted; it shows every study in the storage, this one at its page,
+    with the models kept in the study's artifact folder (`--artifacts`, see `optimize.storage.artifacts`).
 
     The storage `optimize dashboard` passes is read-only: the dashboard shows the study and never changes
     it (saving a note in its page fails). A port in use or a host that cannot be bound is a `UsageError`.
@@ -23,10 +26,14 @@ def serve_dashboard(storage: optuna.storages.BaseStorage, study_name: str, host:
     """
     from optuna_dashboard import wsgi
 
+    storage, study_name = study._storage, study.study_name
     study_id = storage.get_study_id_from_name(study_name)
+    config = stored_config(study)
+    folder = resolve_artifact_folder(study_name, url, artifacts, config.artifacts_dir() if config else None)
+    store = folder.store() if folder.path.is_dir() else None
     server_class = IPv6Server if ":" in host else WSGIServer
     try:
-        server = make_server(host, port, wsgi(storage), server_class, QuietHandler)
+        server = make_server(host, port, wsgi(storage, artifact_store=store), server_class, QuietHandler)
     except OSError as error:
         raise UsageError(f"--host {host} --port {port}: cannot serve there ({error.strerror or error})") from None
     base = f"http://{host}:{port}/dashboard"
@@ -34,6 +41,7 @@ def serve_dashboard(storage: optuna.storages.BaseStorage, study_name: str, host:
         f"optuna-dashboard for study {study_name!r}: {base}/studies/{study_id}  (all studies: {base}/; Ctrl-C to stop)",
         flush=True,
     )
+    print(f"models: {folder.path}" if store else f"models: none ({folder.path} does not exist)", flush=True)
     with server:
         serving = threading.Thread(target=server.serve_forever, name="dashboard", daemon=True)
         serving.start()

@@ -20,3 +20,9 @@ def format_duration(seconds: float) -> str:
     if seconds < 90 * 60:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def format_scores(val_jaccard: float | None, object_f1: float | None) -> str:
+    """'val_jaccard 0.2456  object_f1 0.8120': the pixel score, then the bead score when the trial has one."""
+    text = f"val_jaccard {'  -   ' if val_jaccard is None else f'{val_jaccard:.4f}'}"
+    return text if object_f1 is None else f"{text}  object_f1 {object_f1:.4f}"

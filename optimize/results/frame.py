@@ -10,7 +10,14 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from optimize.errors import ConfigError
-from optimize.results.record import HISTORY_COLUMNS, TrialRecord, read_record, stored_history
+from optimize.results.record import (
+    HISTORY_COLUMNS,
+    OBJECT_METRICS,
+    VAL_JACCARD,
+    TrialRecord,
+    read_record,
+    stored_history,
+)
 from optimize.search.config import StudyConfig, parse_config
 
 RECORD_COLUMNS = (
@@ -21,6 +28,7 @@ RECORD_COLUMNS = (
     "train_val_gap",
     "param_count",
     "train_seconds",
+    "object_metrics_seconds",
     "reason",
     "pruned_epoch",
     "error",
@@ -32,8 +40,9 @@ RECORD_COLUMNS = (
 def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
     """One row per trial: COMPLETE trials by value first, then the others by the best val Jaccard they reached.
 
-    Columns: number, state, value (Optuna's), val_jaccard (best reached), every parameter, `RECORD_COLUMNS`
-    (the reason as its code: pruned, nan, ...), duration_seconds, retry_of, started and finished.
+    Columns: number, state, value (Optuna's: the study's metric), val_jaccard (best reached), the bead-level
+    metrics (`OBJECT_METRICS`), every parameter, `RECORD_COLUMNS` (the reason as its code: pruned, nan, ...),
+    duration_seconds, retry_of, started and finished.
     """
     rows = []
     for trial in trials:
@@ -43,6 +52,7 @@ def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
             "state": trial.state.name,
             "value": trial.value,
             "val_jaccard": trial_value(trial, record),
+            **{name: getattr(record, name) for name in OBJECT_METRICS},
         }
         row.update(trial.params)
         row.update({name: getattr(record, name) for name in RECORD_COLUMNS})
@@ -56,21 +66,28 @@ def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
     if frame.empty:
         return frame
     frame["complete"] = frame["state"] == TrialState.COMPLETE.name
-    frame = frame.sort_values(
-        ["complete", "val_jaccard", "number"], ascending=[False, False, True], na_position="last"
-    ).drop(columns="complete")
+    frame["score"] = frame["value"].where(frame["complete"], frame["val_jaccard"])
+    frame = frame.sort_values(["complete", "score", "number"], ascending=[False, False, True], na_position="last").drop(
+        columns=["complete", "score"]
+    )
     frame.insert(0, "rank", range(1, len(frame) + 1))
     return frame.reset_index(drop=True)
 
 
 def trial_value(trial: FrozenTrial, record: TrialRecord) -> float | None:
-    """The trial's val Jaccard: its value when COMPLETE, else the best epoch it reached."""
-    if trial.state == TrialState.COMPLETE:
-        return trial.value
+    """The trial's val Jaccard: the best epoch's as stored, else (an old or killed trial) its value when
+    COMPLETE (before the study file's `metric` existed, the value was the val Jaccard) or its best report."""
     if record.best_val_jaccard is not None:
         return record.best_val_jaccard
+    if trial.state == TrialState.COMPLETE:
+        return trial.value
     values = [v for v in trial.intermediate_values.values() if v == v]
     return max(values) if values else None
+
+
+def study_metric(study: optuna.Study) -> str:
+    """The metric the study maximizes (its Optuna metric name); val Jaccard for studies that did not name one."""
+    return (study.metric_names or [VAL_JACCARD])[0]
 
 
 def history_frame(trial: FrozenTrial) -> pd.DataFrame:

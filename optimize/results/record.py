@@ -8,6 +8,12 @@ User attrs (optuna-dashboard lists them on the trial's page):
 - the run's summary: `epochs_run`, `best_epoch`, `best_val_jaccard`, `final_val_jaccard`, `stability`,
   `train_val_gap`, `param_count`, `train_seconds`, `micro_batch_size`, `gradient_accumulation_steps`,
   `images_per_epoch` and `oom_micro_batches` (the micro-batches that ran out of memory);
+- bead-level metrics on the validation images at the best epoch's weights (`data.evaluate_objects`, IoU
+  0.5): `val_object_f1`, `val_object_ap50`, `val_count_error`, `val_matched_iou`, `val_panoptic_quality`,
+  and the seconds they took, `object_metrics_seconds`;
+- in a confirmation study (`optimize confirm`, study `NAME-confirm`): `confirm_of`, the trial of study
+  NAME whose configuration this run trains again, and `confirm_seed` (the new seed of weights and data
+  order) or `confirm_fold` (the cross-validation fold it validates on, counted from 0);
 - `enqueued`: a baseline of the study file's `[[enqueue]]`; `requeued_from` and `requeued`: the copy of
   an interrupted trial, queued again.
 
@@ -16,6 +22,7 @@ System attrs (in the database, not on the dashboard):
 - `optimize:history`, the per-epoch history: one list per column of `HISTORY_COLUMNS`, one value per
   epoch. Not a user attr: the dashboard prints every user attr as one unwrapped line, so a dozen epochs
   stretched the page to 7,000 px, and it cuts JSON values past 1,024 characters;
+- `optimize:val_counts`: true and predicted beads per validation image, as lists `true` and `predicted`;
 - `failed_trial` and `retry_history`: the retry of a heartbeat-stale trial (named as Optuna's own callback
   names them); `fixed_params`: Optuna's, the parameters of a queued trial.
 
@@ -55,16 +62,38 @@ MICRO_BATCH_SIZE = "micro_batch_size"
 GRADIENT_ACCUMULATION_STEPS = "gradient_accumulation_steps"
 IMAGES_PER_EPOCH = "images_per_epoch"
 OOM_MICRO_BATCHES = "oom_micro_batches"
+VAL_OBJECT_F1 = "val_object_f1"
+VAL_OBJECT_AP50 = "val_object_ap50"
+VAL_COUNT_ERROR = "val_count_error"
+VAL_MATCHED_IOU = "val_matched_iou"
+VAL_PANOPTIC_QUALITY = "val_panoptic_quality"
+OBJECT_METRICS_SECONDS = "object_metrics_seconds"
+CONFIRM_OF = "confirm_of"
+CONFIRM_SEED = "confirm_seed"
+CONFIRM_FOLD = "confirm_fold"
 ENQUEUED = "enqueued"
 REQUEUED_FROM = "requeued_from"
 REQUEUED = "requeued"
 
 HISTORY_ATTR = "optimize:history"
+VAL_COUNTS_ATTR = "optimize:val_counts"
 LEGACY_HISTORY_ATTR = "history"
 FAILED_TRIAL = "failed_trial"
 RETRY_HISTORY = "retry_history"
 FIXED_PARAMS = "fixed_params"
 
+OBJECT_METRICS = {
+    VAL_OBJECT_F1: "object_f1",
+    VAL_OBJECT_AP50: "object_ap50",
+    VAL_COUNT_ERROR: "count_error",
+    VAL_MATCHED_IOU: "matched_iou",
+    VAL_PANOPTIC_QUALITY: "panoptic_quality",
+}
+"""Each bead-level metric's user attr and its name in `data.ObjectEvaluation.summary()`."""
+VAL_JACCARD = "val_jaccard"
+SEARCH_METRICS = (VAL_JACCARD, VAL_OBJECT_F1, VAL_OBJECT_AP50, VAL_MATCHED_IOU, VAL_PANOPTIC_QUALITY)
+"""What a study file's `metric` may name for the search to maximize (the count error is minimized, and a
+study has one direction, which the pruner's val Jaccard also follows)."""
 HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "jaccard", "val_jaccard", "lr", "seconds")
 MAX_ERROR_CHARS = 500
 LEGACY_PRUNED = re.compile(r"pruned at epoch (\d+)")
@@ -109,6 +138,15 @@ class TrialRecord:
     gradient_accumulation_steps: int | None
     images_per_epoch: int | None
     oom_micro_batches: tuple[int, ...]
+    val_object_f1: float | None
+    val_object_ap50: float | None
+    val_count_error: float | None
+    val_matched_iou: float | None
+    val_panoptic_quality: float | None
+    object_metrics_seconds: float | None
+    confirm_of: int | None
+    confirm_seed: int | None
+    confirm_fold: int | None
     enqueued: bool
     requeued_from: int | None
 
@@ -140,6 +178,11 @@ def read_record(trial: FrozenTrial) -> TrialRecord:
         gradient_accumulation_steps=attrs.get(GRADIENT_ACCUMULATION_STEPS),
         images_per_epoch=attrs.get(IMAGES_PER_EPOCH),
         oom_micro_batches=tuple(attrs.get(OOM_MICRO_BATCHES) or ()),
+        **{name: attrs.get(name) for name in OBJECT_METRICS},
+        object_metrics_seconds=attrs.get(OBJECT_METRICS_SECONDS),
+        confirm_of=attrs.get(CONFIRM_OF),
+        confirm_seed=attrs.get(CONFIRM_SEED),
+        confirm_fold=attrs.get(CONFIRM_FOLD),
         enqueued=bool(attrs.get(ENQUEUED)),
         requeued_from=attrs.get(REQUEUED_FROM),
     )
@@ -288,6 +331,23 @@ def stored_history(trial: FrozenTrial) -> dict[str, list[float | None]] | None:
         )
     n_epochs = lengths.pop()
     return {column: list(columns.get(column, [None] * n_epochs)) for column in HISTORY_COLUMNS}
+
+
+def object_metric_attrs(summary: Mapping[str, float]) -> dict[str, float | None]:
+    """`data.ObjectEvaluation.summary()` as the trial's user attrs (an undefined ratio, NaN, is stored as None)."""
+    return {name: finite_or_none(summary[key]) for name, key in OBJECT_METRICS.items()}
+
+
+def store_val_counts(trial: optuna.Trial, true_counts: list[int], predicted_counts: list[int]) -> None:
+    """Store the true and predicted beads of each validation image (for the report's count figure)."""
+    counts = {"true": [int(n) for n in true_counts], "predicted": [int(n) for n in predicted_counts]}
+    trial.storage.set_trial_system_attr(trial._trial_id, VAL_COUNTS_ATTR, counts)
+
+
+def stored_val_counts(trial: FrozenTrial) -> dict[str, list[int]] | None:
+    """The trial's stored bead counts per validation image (`true`, `predicted`); None when it has none."""
+    counts = trial.system_attrs.get(VAL_COUNTS_ATTR)
+    return counts if isinstance(counts, Mapping) and {"true", "predicted"} <= set(counts) else None
 
 
 def finite_or_none(value: Any) -> float | None:

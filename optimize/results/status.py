@@ -6,10 +6,11 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from optimize.results.formatting import format_params
-from optimize.results.record import read_record
+from optimize.results.formatting import format_params, format_scores
+from optimize.results.frame import study_metric, trial_value
+from optimize.results.record import OBJECT_METRICS, VAL_JACCARD, read_record
 from optimize.search.study import budget_used
 
 RECENT_REASONS = 10
@@ -26,11 +27,7 @@ def status_text(study: optuna.Study) -> str:
         lines.append(f"  budget: {budget_used(study)} of {max_trials} trials (COMPLETE + PRUNED + RUNNING)")
     complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
     if complete:
-        best = study.best_trial
-        lines.append(
-            f"best: trial {best.number}  val_jaccard {best.value:.4f} at epoch {read_record(best).best_epoch}"
-            f"  {format_params(best.params)}"
-        )
+        lines.append(f"best: {best_text(study, study.best_trial)}")
     else:
         lines.append("best: no COMPLETE trial yet")
     running = [trial for trial in trials if trial.state == TrialState.RUNNING]
@@ -46,8 +43,33 @@ def status_text(study: optuna.Study) -> str:
                 f"{'   -  ' if last is None else f'{last:.4f}'}  for {(now - started).total_seconds():6.0f} s"
                 f"  {format_params(trial.params)}"
             )
+    if complete and read_record(study.best_trial).val_object_f1 is not None:
+        lines.append(object_metrics_line(study.best_trial))
     ended = [(trial, text) for trial in trials if (text := read_record(trial).reason_text)][-RECENT_REASONS:]
     if ended:
         lines.append("reasons (latest):")
         lines += [f"  trial {trial.number:4d}  {trial.state.name:<8} {text}" for trial, text in ended]
     return "\n".join(lines)
+
+
+def best_text(study: optuna.Study, best: FrozenTrial) -> str:
+    """'trial 7  val_jaccard 0.2456  object_f1 0.8120 at epoch 31  PARAMS', led by the study's metric when it
+    is not val Jaccard."""
+    record = read_record(best)
+    metric = study_metric(study)
+    chosen = "" if metric == VAL_JACCARD else f"{metric} {best.value:.4f}: "
+    return (
+        f"{chosen}trial {best.number}  {format_scores(trial_value(best, record), record.val_object_f1)} at epoch "
+        f"{record.best_epoch}  {format_params(best.params)}"
+    )
+
+
+def object_metrics_line(trial: FrozenTrial) -> str:
+    """The trial's bead-level metrics on the validation images, as one line."""
+    record = read_record(trial)
+    values = "  ".join(f"{name.removeprefix('val_')} {score(getattr(record, name))}" for name in OBJECT_METRICS)
+    return f"      beads (IoU 0.5): {values}"
+
+
+def score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -19,6 +19,7 @@ from losses import LOSS_SETTINGS, losses_taking
 from optimize.errors import ConfigError
 from optimize.folders import studies_dir
 from optimize.limits import MAX_SEED, MIN_SYNTHETIC_SIZE
+from optimize.results.record import SEARCH_METRICS, VAL_JACCARD
 from optimize.search.settings import TrainSettings
 from optimize.search.space import SearchSpace, parse_space
 from optimize.search.tables import build, reject_unknown
@@ -138,6 +139,23 @@ class RecoveryConfig:
 
 
 @dataclass(frozen=True)
+class ArtifactsConfig:
+    """Where trials keep their best-epoch models (`optimize.storage.artifacts`) and how many.
+
+    `dir`: a folder every node can reach, relative to the config file (default: beside the SQLite or
+    journal file; `--artifacts` and `$OPTIMIZE_ARTIFACTS` override it). `keep_models`: the models of the
+    study's best COMPLETE trials that are kept (0 keeps none).
+    """
+
+    dir: str | None = None
+    keep_models: int = 3
+
+    def __post_init__(self) -> None:
+        if self.keep_models < 0:
+            raise ValueError(f"keep_models = {self.keep_models} must be >= 0")
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A whole study: its name, data, fixed training settings, search space and search machinery."""
 
@@ -145,6 +163,8 @@ class StudyConfig:
     path: Path
     text: str
     description: str = ""
+    metric: str = VAL_JACCARD
+    """What the search maximizes (one of `SEARCH_METRICS`); pruning always follows val Jaccard per epoch."""
     data: DataConfig = field(default_factory=lambda: DataConfig(synthetic=SyntheticData()))
     training: TrainSettings = field(default_factory=TrainSettings)
     search: SearchSpace = field(default_factory=SearchSpace)
@@ -152,6 +172,7 @@ class StudyConfig:
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
     enqueue: tuple[dict[str, Any], ...] = ()
 
     def data_dir(self) -> Path | None:
@@ -159,6 +180,12 @@ class StudyConfig:
         if self.data.dir is None:
             return None
         return (self.path.parent / os.path.expanduser(self.data.dir)).resolve()
+
+    def artifacts_dir(self) -> Path | None:
+        """`[artifacts] dir` resolved against the config file's folder."""
+        if self.artifacts.dir is None:
+            return None
+        return (self.path.parent / os.path.expanduser(self.artifacts.dir)).resolve()
 
     def deepest(self) -> tuple[int, str]:
         """The largest U-Net `depth` a trial can get, and the setting it comes from (for messages)."""
@@ -241,6 +268,9 @@ def parse_config(table: dict[str, Any], *, path: Path, text: str = "") -> StudyC
     description = table.get("description", "")
     if not isinstance(description, str):
         raise ConfigError(f"{path}: description must be a string")
+    metric = table.get("metric", VAL_JACCARD)
+    if metric not in SEARCH_METRICS:
+        raise ConfigError(f"{path}: metric = {metric!r} is not one of {', '.join(SEARCH_METRICS)}")
     data = build(DataConfig, table.get("data", {}), f"{path} [data]")
     sampler = build(SamplerConfig, table.get("sampler", {}), f"{path} [sampler]")
     if sampler.kind == "grid":
@@ -250,6 +280,7 @@ def parse_config(table: dict[str, Any], *, path: Path, text: str = "") -> StudyC
         path=path,
         text=text,
         description=description,
+        metric=metric,
         data=data,
         training=base,
         search=search,
@@ -257,6 +288,7 @@ def parse_config(table: dict[str, Any], *, path: Path, text: str = "") -> StudyC
         pruner=build(PrunerConfig, table.get("pruner", {}), f"{path} [pruner]"),
         budget=build(BudgetConfig, table.get("budget", {}), f"{path} [budget]"),
         recovery=build(RecoveryConfig, recovery_table, f"{path} [{recovery_section}]"),
+        artifacts=build(ArtifactsConfig, table.get("artifacts", {}), f"{path} [artifacts]"),
         enqueue=tuple(
             search.point(entry, base, f"{path} [[enqueue]] #{index + 1}")
             for index, entry in enumerate(table.get("enqueue", []))

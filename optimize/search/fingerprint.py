@@ -4,7 +4,7 @@ Trials are comparable only when they train on the same data with the same fixed 
 pruner and objective. The fingerprint is plain JSON, stored as the study user attr `fingerprint`
 (`optuna.load_study(...).user_attrs["fingerprint"]`), with three parts:
 
-- `config`, compared strictly: the objective (metric and direction); `[data]` image_size,
+- `config`, compared strictly: the objective (the study file's `metric` and the direction); `[data]` image_size,
   val_fraction and split_seed; every `[training]` setting that is not searched, except the
   execution modes jit_compile and run_eagerly; every `[search]` parameter with its choices or
   range; the `[pruner]` kind and the settings that kind uses.
@@ -254,6 +254,8 @@ def _describe(difference: Difference, config: str, sources: tuple[str, str]) -> 
     stored_source, current_source = sources
     key, before, after = difference.key, difference.before, difference.after
     if difference.part == "config" or key.startswith("[data.synthetic]"):
+        if key == "[objective] metric":
+            return f"metric = {_shown(before)}; {config} now says {_shown(after)}"
         if key.startswith("[objective]"):
             return f"{key} {_shown(before)}; this version of optimize uses {_shown(after)}"
         if before is None and after is not None:

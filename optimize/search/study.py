@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from optimize.training.dataset import StudyData
 
 DIRECTION = "maximize"
-OBJECTIVE_NAME = "val_jaccard"
-OBJECTIVE = {"metric": OBJECTIVE_NAME, "direction": DIRECTION}
 FINGERPRINT_WAIT_SECONDS = 10.0
 FINGERPRINT_POLL_SECONDS = 0.2
 SETTLE_SECONDS = 1.0
@@ -46,6 +44,19 @@ PACKAGES = (
     "numpy",
     "sqlalchemy",
 )
+
+
+CONFIRM_SUFFIX = "-confirm"
+
+
+def confirm_study_name(study_name: str) -> str:
+    """The companion study in which `optimize confirm` re-trains study `study_name`'s best configurations."""
+    return f"{study_name}{CONFIRM_SUFFIX}"
+
+
+def study_objective(config: StudyConfig) -> dict[str, str]:
+    """What the study maximizes: the study file's `metric` (val Jaccard by default) and the direction."""
+    return {"metric": config.metric, "direction": DIRECTION}
 
 
 def make_sampler(
@@ -125,10 +136,10 @@ def record_study_attrs(study: optuna.Study, config: StudyConfig, data: StudyData
     that `optimize status` shows, which follows the latest worker's `[budget]`. A study made before
     fingerprints existed gets this worker's fingerprint, once. Returns the line to print.
     """
-    current = study_fingerprint(config, data, OBJECTIVE)
+    current = study_fingerprint(config, data, study_objective(config))
     if created:
         check_same(study, config, data, claim_fingerprint(study, current, settle=0.0), current)
-        with_retry(lambda: study.set_metric_names([OBJECTIVE_NAME]), "storing the study's attrs")
+        with_retry(lambda: study.set_metric_names([config.metric]), "storing the study's attrs")
         write_missing_attrs(study, config, data.stats)
         return f"created study {study.study_name}; its settings and data are recorded as user attr {FINGERPRINT_ATTR!r}"
     stored = wait_for_fingerprint(study)

@@ -35,6 +35,8 @@ class TrainResult:
     param_count: int
     train_seconds: float
     diverged: bool = False
+    model: keras.Model | None = None
+    """The trained model with its best epoch's weights (early stopping restores them at the end)."""
 
 
 def train(
@@ -91,6 +93,7 @@ def train(
         param_count=model.count_params(),
         train_seconds=time.perf_counter() - started,
         diverged=has_diverged(history.rows),
+        model=model,
     )
 
 

@@ -27,6 +27,7 @@ from optimize.results.record import Reason
 from optimize.search.config import StudyConfig
 from optimize.search.settings import TrainSettings
 from optimize.storage.retries import requeue
+from optimize.training.bead_metrics import bead_metrics
 from optimize.training.history import EpochHistory, best_row
 from optimize.training.out_of_memory import is_out_of_memory, smaller_micro_batch
 from optimize.training.train import Arrays, TrainResult, train
@@ -56,9 +57,12 @@ class TrialAbandoned(BaseException):
 class Objective:
     """Callable for `study.optimize`: one trial = one `train()` run on the study's data; counts the trials `started`.
 
-    `before_trial` runs first (it may end the trial before it trains); `on_error` is told of an exception
-    that fails a trial (not of one on which it leaves the trial), after its reason is recorded and
-    before it is raised again.
+    A completed run is scored on the validation images at its best epoch: val Jaccard, and the bead-level
+    metrics against `val_labels` (the validation masks when not given); the trial's value is the study
+    file's `metric`. `before_trial` runs first (it may end the trial before it trains); `on_error` is told
+    of an exception that fails a trial (not of one on which it leaves the trial), after its reason is
+    recorded and before it is raised again. `data_for(trial)`, when given, gives each trial its own train,
+    val and val-label arrays (a cross-validation fold, `optimize confirm --folds`) in place of the study's.
     """
 
     def __init__(
@@ -71,10 +75,16 @@ class Objective:
         verbose: int = 0,
         before_trial: Callable[[optuna.Trial], None] | None = None,
         on_error: Callable[[optuna.Trial, Exception], None] | None = None,
+        val_labels: np.ndarray | None = None,
+        keep_model: Callable[[optuna.Trial, float, keras.Model], None] | None = None,
+        data_for: Callable[[optuna.Trial], tuple[Arrays, Arrays, np.ndarray]] | None = None,
     ) -> None:
         self.config = config
+        self.data_for = data_for
         self.train_data = train_data
         self.val_data = val_data
+        self.val_labels = val_data[1] if val_labels is None else val_labels
+        self.keep_model = keep_model
         self.callbacks = callbacks
         self.verbose = verbose
         self.before_trial = before_trial
@@ -92,9 +102,11 @@ class Objective:
             release_memory()
 
     def run(self, trial: optuna.Trial) -> float:
-        """Train the trial's configuration; return its best val Jaccard or raise `optuna.TrialPruned`."""
+        """Train the trial's configuration; return its `metric` at the best epoch or raise `optuna.TrialPruned`."""
         if self.before_trial is not None:
             self.before_trial(trial)
+        if self.data_for is not None:
+            self.train_data, self.val_data, self.val_labels = self.data_for(trial)
         settings = self.config.training.replace(**self.config.search.suggest(trial))
         history = EpochHistory()
         worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -110,7 +122,7 @@ class Objective:
             summary[record.TRAIN_SECONDS] = round(result.train_seconds, 2)
             if result.diverged or not math.isfinite(result.best_val_jaccard):
                 raise PrunedWithReason(Reason.NAN)
-            return result.best_val_jaccard
+            return self.score(trial, result, settings, summary)
         except PrunedWithReason as pruned:
             summary.update(record.reason_attrs(pruned.reason, pruned_epoch=pruned.epoch))
             raise
@@ -131,6 +143,25 @@ class Objective:
             summary.update(history_summary(history.rows))
             self.running = None
             record.store_summary(trial, history.rows, summary)
+
+    def score(
+        self, trial: optuna.Trial, result: TrainResult, settings: TrainSettings, summary: dict[str, Any]
+    ) -> float:
+        """Add the bead-level metrics of the trained model to `summary` and return the study's metric;
+        `keep_model` then sees the model with that value (it keeps the study's best models).
+
+        An object metric that is undefined for this model (no predicted bead matched) scores 0.
+        """
+        beads = bead_metrics(result.model, self.val_data[0], self.val_labels, settings.micro_batch_size)
+        metrics = record.object_metric_attrs(beads.evaluation.summary())
+        summary.update(metrics)
+        summary[record.OBJECT_METRICS_SECONDS] = round(beads.seconds, 3)
+        record.store_val_counts(trial, beads.true_counts, beads.predicted_counts)
+        value = result.best_val_jaccard if self.config.metric == record.VAL_JACCARD else metrics[self.config.metric]
+        value = value or 0.0
+        if self.keep_model is not None:
+            self.keep_model(trial, value, result.model)
+        return value
 
     def hand_back_running(self) -> str:
         """Store the running trial as FAIL `interrupted` and queue it again; called by the stop watchdog

@@ -20,6 +20,7 @@ class RunOptions:
     verbose: bool = False
     compile_cache: str | None = None
     allow_cpu: bool = False
+    artifacts: str | None = None
     rank: int = 0
     n_workers: int = 1
 
@@ -33,6 +34,7 @@ class RunOptions:
             ("--data", self.data),
             ("--new-study", self.new_study),
             ("--compile-cache", self.compile_cache),
+            ("--artifacts", self.artifacts),
         ):
             if value is not None:
                 args += [flag, str(value)]

@@ -117,8 +117,11 @@ def worker_env(spec: WorkerSpec, shared_gpu: bool, n_workers: int = 1) -> dict[s
     return env
 
 
-def run_worker_pool(worker_args: list[str], plan: list[WorkerSpec], shared_gpu: bool, stream: TextIO) -> int:
-    """Start one `optimize run` process per spec; return 0, or the first failing worker's exit code."""
+def run_worker_pool(
+    worker_args: list[str], plan: list[WorkerSpec], shared_gpu: bool, stream: TextIO, subcommand: str = "run"
+) -> int:
+    """Start one `optimize SUBCOMMAND` process per spec (`run`, `confirm`); return 0, or the first failing
+    worker's exit code."""
     processes = []
     for spec in plan:
         command = [
@@ -126,7 +129,7 @@ def run_worker_pool(worker_args: list[str], plan: list[WorkerSpec], shared_gpu: 
             "-P",
             "-m",
             "optimize",
-            "run",
+            subcommand,
             *worker_args,
             "--rank",
             str(spec.rank),

@@ -9,7 +9,8 @@ import keras
 import optuna
 from optuna.trial import FrozenTrial
 
-from optimize.results.formatting import format_duration, format_params
+from optimize.results.formatting import format_duration, format_params, format_scores
+from optimize.results.frame import trial_value
 from optimize.results.record import read_record
 
 NON_TTY_EPOCH_INTERVAL = 30.0
@@ -19,15 +20,14 @@ IN_EPOCH_REFRESH = 1.0
 
 
 def trial_line(trial: FrozenTrial) -> str:
-    """One line: number, state, val Jaccard, epochs, seconds, reason and parameters."""
+    """One line: number, state, val Jaccard (and object F1), epochs, seconds, reason and parameters."""
     record = read_record(trial)
-    value = trial.value if trial.value is not None else record.best_val_jaccard
-    value_text = f"{value:.4f}" if isinstance(value, float) else "  -   "
+    scores = format_scores(trial_value(trial, record), record.val_object_f1)
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     reason = record.reason_text
     reason_text = f"  ({reason})" if reason and trial.state != optuna.trial.TrialState.COMPLETE else ""
     return (
-        f"trial {trial.number:4d}  {trial.state.name:<8}  val_jaccard {value_text}  "
+        f"trial {trial.number:4d}  {trial.state.name:<8}  {scores}  "
         f"epochs {record.epochs_run or 0:3d}  {seconds:7.1f} s  {format_params(trial.params)}{reason_text}"
     )
 

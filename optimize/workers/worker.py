@@ -7,14 +7,14 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
-from optimize.results.formatting import format_params
-from optimize.results.record import Reason, read_record, store_reason
+from optimize.results.record import Reason, store_reason
+from optimize.results.status import best_text
 from optimize.search.config import StudyConfig, load_config
 from optimize.search.study import (
     budget_reached,
@@ -25,11 +25,18 @@ from optimize.search.study import (
     stop_at_budget,
 )
 from optimize.storage import default_url, is_journal, open_storage, redact, resolve_url
+from optimize.storage.artifacts import (
+    ARTIFACTS_ENV,
+    ArtifactFolder,
+    keep_if_among_best,
+    prepare_folder,
+    resolve_artifact_folder,
+)
 from optimize.storage.resilient import ResilientStorage, worker_storage
 from optimize.storage.retries import requeue
 from optimize.training.allocator import keep_freed_memory
 from optimize.training.compile_cache import enable_compile_cache, resolve_cache_dir
-from optimize.training.dataset import load_study_data
+from optimize.training.dataset import StudyData, load_study_data
 from optimize.training.device import check_device
 from optimize.training.injected_faults import error_injection, oom_injection, slow_step_injection
 from optimize.workers.failures import EXIT_REPEATED_ERRORS, RepeatedErrors
@@ -43,7 +50,31 @@ class BudgetReached(Exception):
     """Raised at the start of a trial that would exceed the study-wide `max_trials`."""
 
 
-def run_worker(options: RunOptions, stream: TextIO | None = None, config: StudyConfig | None = None) -> int:
+@dataclasses.dataclass(frozen=True)
+class WorkerHooks:
+    """What a command built on this worker changes in it (`optimize confirm`); each None keeps `run`'s way.
+
+    `enqueue(study, created)` queues the study's trials instead of `[[enqueue]]` (the creator's call comes
+    before the fingerprint, which joiners wait for). `use_data(data)` sees the loaded data first (it may
+    refuse it) and returns the function that gives a trial its own train, val and val-label arrays, or
+    None. `nothing_left(study)` says why this worker has no trial to start (checked before the first
+    and after each trial), or None. `before_trial(trial)` runs after `run`'s own checks and may end the
+    trial unrun by raising. `show_best`: end with the study's best trial.
+    """
+
+    enqueue: Callable[[optuna.Study, bool], None] | None = None
+    use_data: Callable[[StudyData], Callable[[optuna.Trial], tuple] | None] | None = None
+    nothing_left: Callable[[optuna.Study], str | None] | None = None
+    before_trial: Callable[[optuna.Trial], None] | None = None
+    show_best: bool = True
+
+
+def run_worker(
+    options: RunOptions,
+    stream: TextIO | None = None,
+    config: StudyConfig | None = None,
+    hooks: WorkerHooks | None = None,
+) -> int:
     """Run trials for this worker; returns the process exit code (128 + signal when interrupted).
 
     `config` is the study file as the caller already loaded it (else it is loaded here): once per process.
@@ -51,29 +82,40 @@ def run_worker(options: RunOptions, stream: TextIO | None = None, config: StudyC
     stream = stream or sys.stdout
     keep_freed_memory()
     with InterruptWatch(stream=stream) as watch:
-        return run_trials(options, stream, watch, config or load_config(options.study))
+        return run_trials(options, stream, watch, config or load_config(options.study), hooks or WorkerHooks())
 
 
-def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch, config: StudyConfig) -> int:
+def run_trials(
+    options: RunOptions, stream: TextIO, watch: InterruptWatch, config: StudyConfig, hooks: WorkerHooks
+) -> int:
     """The body of `run_worker`, with the signal watch installed."""
     config = with_study_name(with_seed(config, options.seed), options.new_study)
     cache_dir = enable_compile_cache(resolve_cache_dir(options.compile_cache))
     data = load_study_data(config, options.data)
+    data_for = hooks.use_data(data) if hooks.use_data else None
     check_device(config, data, options.allow_cpu, stream)
     url = resolve_url(config.name, options.storage)
+    keep_model = model_keeper(config, url, options.artifacts)
     storage = open_storage(url, None if is_journal(url) else config.recovery)
     storage = worker_storage(storage, config.recovery, url)
     study, created = create_or_join(config, storage, rank=options.rank, n_workers=options.n_workers)
+    enqueue = hooks.enqueue or (lambda study, created: enqueue_known(study, config))
     if created:
         # Before the fingerprint, which joining workers wait for: they then find the queue filled.
-        enqueue_known(study, config)
+        enqueue(study, True)
     joined = record_study_attrs(study, config, data, created=created)
     if not created:
-        enqueue_known(study, config)
+        enqueue(study, False)
     print_header(study, config, data.stats, url, stream)
     print(joined, file=stream)
     if cache_dir is not None:
         print(f"cache {cache_dir} (compiled training steps, shared by workers)", file=stream)
+    if keep_model is not None:
+        print(keep_model.describe, file=stream)
+    idle = hooks.nothing_left(study) if hooks.nothing_left else None
+    if idle is not None:
+        print(idle, file=stream)
+        return 0
     max_trials = config.budget.max_trials
     if budget_reached(study, max_trials):
         print(
@@ -93,6 +135,8 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch, confi
             store_reason(trial, Reason.BUDGET)
             study.stop()
             raise BudgetReached(f"study budget of {max_trials} trials reached")
+        if hooks.before_trial is not None:
+            hooks.before_trial(trial)
 
     errors = RepeatedErrors(config.recovery.stop_after_repeated_errors, stream)
     objective = Objective(
@@ -109,6 +153,9 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch, confi
         verbose=2 if options.verbose else 0,
         before_trial=before_trial,
         on_error=errors.on_error,
+        val_labels=data.val_labels,
+        data_for=data_for,
+        keep_model=keep_model,
     )
     watch.hand_back = objective.hand_back_running
     try:
@@ -117,7 +164,13 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch, confi
             objective,
             n_trials=options.n_trials,
             timeout=options.timeout,
-            callbacks=[print_trial(stream), errors, stop_at_budget(max_trials), watch.stop_study],
+            callbacks=[
+                print_trial(stream),
+                errors,
+                stop_at_budget(max_trials),
+                watch.stop_study,
+                *([stop_when_idle(hooks.nothing_left)] if hooks.nothing_left else []),
+            ],
             stopped=lambda: watch.requested,
             stream=stream,
         )
@@ -140,8 +193,45 @@ def run_trials(options: RunOptions, stream: TextIO, watch: InterruptWatch, confi
     if errors.stop_message is not None:
         print(errors.stop_message, file=stream, flush=True)
         return EXIT_REPEATED_ERRORS
-    print_best(study, url, stream)
+    if hooks.show_best:
+        print_best(study, url, stream)
     return 0
+
+
+def stop_when_idle(nothing_left: Callable[[optuna.Study], str | None]):
+    """A `study.optimize` callback that stops this worker once `nothing_left` finds no trial for it."""
+
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        if nothing_left(study) is not None:
+            study.stop()
+
+    return callback
+
+
+class ModelKeeper:
+    """Keeps the models of the study's best COMPLETE trials as artifacts (`optimize.storage.artifacts`)."""
+
+    def __init__(self, folder: ArtifactFolder, keep: int) -> None:
+        self.store = folder.store()
+        self.keep = keep
+        self.describe = f"models the {keep} best kept in {folder.path} ({folder.source})"
+        if folder.local_default:
+            self.describe += (
+                "; a folder on this node only: give every node one shared folder with --artifacts, "
+                f"${ARTIFACTS_ENV} or [artifacts] dir"
+            )
+
+    def __call__(self, trial: optuna.Trial, value: float, model: Any) -> None:
+        keep_if_among_best(trial, value, model.save, self.store, self.keep)
+
+
+def model_keeper(config: StudyConfig, url: str, option: str | None) -> ModelKeeper | None:
+    """The keeper of the study's best models, its folder checked writable now; None with `keep_models = 0`."""
+    if config.artifacts.keep_models == 0:
+        return None
+    folder = resolve_artifact_folder(config.name, url, option, config.artifacts_dir())
+    prepare_folder(folder)
+    return ModelKeeper(folder, config.artifacts.keep_models)
 
 
 def optimize_until_done(
@@ -229,11 +319,7 @@ def print_best(study: optuna.Study, url: str, stream: TextIO) -> None:
     except ValueError:
         print("no trial has completed yet", file=stream)
         return
-    print(
-        f"best  trial {best.number}: val_jaccard {best.value:.4f} at epoch {read_record(best).best_epoch}  "
-        f"{format_params(best.params)}",
-        file=stream,
-    )
+    print(f"best  {best_text(study, best)}", file=stream)
     print(f"      export it with: {export_command(study.study_name, url)}", file=stream)
 
 

@@ -269,3 +269,89 @@ def worker_timeline(timeline: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(categoryorder="category ascending", title_text="worker (host:pid)")
     fig.update_xaxes(title_text="time (as stored by Optuna)")
     return _layout(fig, "Trials per worker", height=160 + 50 * frame["worker"].nunique())
+
+
+def f1_against_jaccard(table: pd.DataFrame, best_number: int) -> go.Figure:
+    """Object F1 against val Jaccard, one dot per COMPLETE trial; the best trial as a red star."""
+    best = table["number"] == best_number
+    fig = go.Figure()
+    for rows, name, marker in (
+        (table[~best], "trial", {"size": 9, "color": "#4c78a8"}),
+        (table[best], f"best trial {best_number}", {"size": 15, "color": BEST_COLOUR, "symbol": "star"}),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=rows["val_jaccard"],
+                y=rows["val_object_f1"],
+                mode="markers",
+                marker=marker,
+                name=name,
+                customdata=rows["number"],
+                hovertemplate="trial %{customdata}<br>val Jaccard %{x:.4f}<br>object F1 %{y:.4f}<extra></extra>",
+            )
+        )
+    fig.update_layout(xaxis_title="val Jaccard (pixels)", yaxis_title="object F1 (beads matched at IoU 0.5)")
+    return _layout(fig, "Bead-level F1 against pixel Jaccard, per COMPLETE trial")
+
+
+def bead_counts(counts: pd.DataFrame, trial_number: int) -> go.Figure:
+    """Predicted against true beads per validation image of one trial, with the line of a perfect count."""
+    largest = float(max(counts["true"].max(), counts["predicted"].max(), 1))
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=[0, largest],
+                y=[0, largest],
+                mode="lines",
+                line={"dash": "dot", "color": "grey"},
+                name="predicted = true",
+            ),
+            go.Scatter(
+                x=counts["true"],
+                y=counts["predicted"],
+                mode="markers",
+                marker={"size": 10, "color": "#4c78a8"},
+                name="validation image",
+                customdata=counts["image"],
+                hovertemplate="image %{customdata}<br>true %{x}<br>predicted %{y}<extra></extra>",
+            ),
+        ]
+    )
+    fig.update_layout(xaxis_title="true beads", yaxis_title="predicted beads")
+    return _layout(fig, f"Bead counts per validation image, trial {trial_number}")
+
+
+def confirmation_dots(runs: pd.DataFrame, table: pd.DataFrame, metric: str) -> go.Figure:
+    """One dot per re-run of each confirmed configuration, its mean as a bar, its single run as a red star."""
+    labels = {
+        row.source_trial: f"trial {row.source_trial} (#{row.rank_single_run})" for row in table.itertuples(index=False)
+    }
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=[labels[number] for number in table["source_trial"]],
+                y=table["value_mean"],
+                error_y={"type": "data", "array": table["value_std"].fillna(0)},
+                marker_color="#c6dbef",
+                name="mean ± std of the re-runs",
+            ),
+            go.Scatter(
+                x=[labels[number] for number in runs["source_trial"]],
+                y=runs["value"],
+                mode="markers",
+                marker={"size": 9, "color": "#1f77b4"},
+                name="re-run",
+                customdata=runs["run"],
+                hovertemplate="%{x}<br>%{customdata}: %{y:.4f}<extra></extra>",
+            ),
+            go.Scatter(
+                x=[labels[number] for number in table["source_trial"]],
+                y=table["single_run_value"],
+                mode="markers",
+                marker={"size": 14, "color": BEST_COLOUR, "symbol": "star"},
+                name="single run (search)",
+            ),
+        ]
+    )
+    fig.update_layout(yaxis_title=metric, xaxis_title="configuration (single-run rank)")
+    return _layout(fig, f"Confirmation: {metric} of each re-run against the search's single run")

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from optimize.results.formatting import format_value
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
+FIGURE_FOLDER = "figures"  # REPORT.md's PNG figures, next to it
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1 { border-bottom: 2px solid #ddd; } h2 { margin-top: 2em; border-bottom: 1px solid #eee; }
@@ -100,6 +101,8 @@ def write_tables(sections: list[Section], folder: Path) -> list[Path]:
 
 
 def markdown(title: str, sections: list[Section]) -> str:
+    """The report as Markdown: each figure as its PNG `figures/<name>.png` (written by `write_report`), then
+    its caption, which points to the interactive figure in report.html."""
     lines = [f"# {title}", ""]
     number = 0
     for section in sections:
@@ -113,6 +116,8 @@ def markdown(title: str, sections: list[Section]) -> str:
                 lines += (_markdown_table(block) if block.shown else [_csv_only(block)]) + [""]
             elif isinstance(block, Figure):
                 number += 1
+                alt = re.sub(r"[`*]", "", f"Figure {number}: {block.caption}").replace("[", "\\[").replace("]", "\\]")
+                lines += [f"![{alt}]({FIGURE_FOLDER}/{block.name}.png)", ""]
                 lines += [f"*Figure {number} (interactive in `report.html`): {block.caption}*", ""]
     return "\n".join(lines).rstrip() + "\n"
 

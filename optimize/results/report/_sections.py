@@ -6,7 +6,9 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from optimize.results.confirmation import confirmation_plan, confirmed_pick, load_confirmation
 from optimize.results.formatting import format_params
+from optimize.results.record import VAL_JACCARD
 
 from . import _figures as figures
 from . import _tables as tables
@@ -23,6 +25,8 @@ def build_sections(study: optuna.Study, data: tables.ReportData) -> list[Section
     return [
         summary(data),
         top(data),
+        confirmation(study),
+        bead_metrics(data),
         parameter_impact(study, data, impact, anova),
         learning_curves(data),
         loss_functions(data),
@@ -49,9 +53,11 @@ def summary(data: tables.ReportData) -> Section:
     best = data.complete.iloc[0]
     trial = next(t for t in data.trials if t.number == best["number"])
     record = data.records[trial.number]
+    metric = study_metric_name(data)
+    chosen = "" if metric == VAL_JACCARD else f"by the study's metric `{metric}` = **{trial.value:.4f}**, "
     section.blocks.append(
         Text(
-            f"**Best: trial {trial.number}**, val Jaccard **{trial.value:.4f}** at epoch "
+            f"**Best: trial {trial.number}**, {chosen}val Jaccard **{jaccard(best['val_jaccard'])}** at epoch "
             f"{_or_na(record.best_epoch)} of {_or_na(record.epochs_run)} run "
             f"(final {jaccard(record.final_val_jaccard)}). "
             f"Configuration: `{format_params(trial.params)}`."
@@ -82,6 +88,82 @@ def top(data: tables.ReportData) -> Section:
         Table("top5", table, "Top configurations"),
         Figure("top5", figures.top_bars(table), "Best val Jaccard (peak) and final val Jaccard (last epoch)."),
     ]
+    return section
+
+
+def confirmation(study: optuna.Study) -> Section:
+    section = Section("Confirmation")
+    confirm_study = load_confirmation(study)
+    if confirm_study is None:
+        section.blocks.append(
+            Text(
+                f"Not confirmed: `optimize confirm --study {study.study_name}` re-trains the top configurations "
+                "with new seeds, so that the pick does not rest on one run each."
+            )
+        )
+        return section
+    found = confirmed_pick(study, confirm_study)
+    runs = tables.confirmation_runs(confirm_study)
+    plan = confirmation_plan(confirm_study) or {}
+    how = f"on {plan['folds']} folds" if plan.get("folds") else f"with seeds {plan.get('seeds')}"
+    section.blocks += [
+        Text(
+            f"Study `{confirm_study.study_name}` re-trained the top {len(found.table)} configurations {how}, to full "
+            f"length and without pruning: {found.runs_done} of {found.runs_planned} runs COMPLETE. "
+            f"Verdict: **{found.summary()}**."
+        ),
+        Table("confirmation", found.table, f"Mean ± std over the re-runs ({found.metric} is the study's metric)"),
+    ]
+    if not runs.empty:
+        section.blocks += [
+            Figure(
+                "confirmation",
+                figures.confirmation_dots(runs, found.table, found.metric),
+                "Blue dots: each re-run; bars: their mean ± std; red star: the configuration's run in the search.",
+            ),
+            Table("confirmation_runs", runs, "Every re-run", shown=False),
+        ]
+    return section
+
+
+def bead_metrics(data: tables.ReportData) -> Section:
+    section = Section("Bead-level metrics")
+    table = tables.object_metrics_table(data)
+    if table.empty:
+        section.blocks.append(Text("Needs ≥ 1 COMPLETE trial with bead-level metrics (trials of this version)."))
+        return section
+    best_number = int(table["number"].iloc[0])
+    section.blocks += [
+        Text(
+            "Each COMPLETE trial's model, at its best epoch, predicts the validation images; predictions above 0.5 "
+            "form beads (connected components), matched one-to-one to the true beads at IoU ≥ 0.5. AP50 = "
+            "TP / (TP + FP + FN); count error = mean over images of |predicted − true| / true."
+        ),
+        Table("object_metrics", table, "Bead-level metrics of the top COMPLETE trials"),
+    ]
+    if len(table) >= 3:
+        rho = table["val_jaccard"].corr(table["val_object_f1"], method="spearman")
+        section.blocks.append(
+            Text(f"Rank correlation (Spearman) of val Jaccard and object F1 over these trials: {rho:.2f}.")
+        )
+    all_scored = data.complete[data.complete["val_object_f1"].notna()]
+    section.blocks.append(
+        Figure(
+            "f1_vs_jaccard",
+            figures.f1_against_jaccard(all_scored, best_number),
+            "One dot per COMPLETE trial; red star: the best trial.",
+        )
+    )
+    counts = tables.bead_counts_table(next(t for t in data.trials if t.number == best_number))
+    if counts is not None:
+        section.blocks += [
+            Table("bead_counts", counts, f"Beads per validation image, trial {best_number}", shown=False),
+            Figure(
+                "bead_counts",
+                figures.bead_counts(counts, best_number),
+                f"Predicted against true beads per validation image of trial {best_number}; dotted: a perfect count.",
+            ),
+        ]
     return section
 
 
@@ -264,6 +346,11 @@ def _finding_blocks(found: list) -> list:
         Text("Each finding comes from a fixed rule over the numbers above (rule name in bold)."),
         Items([f"**{finding.rule}**: {finding.text}" for finding in found]),
     ]
+
+
+def study_metric_name(data: tables.ReportData) -> str:
+    """The metric the study maximizes, from its stored config (val Jaccard when unknown)."""
+    return data.config.metric if data.config else VAL_JACCARD
 
 
 def _or_na(value: object) -> str:

@@ -15,7 +15,14 @@ from scipy import stats
 
 from optimize.results.formatting import format_value
 from optimize.results.frame import stored_config, trials_frame
-from optimize.results.record import Reason, TrialRecord, read_record
+from optimize.results.record import (
+    OBJECT_METRICS,
+    VAL_OBJECT_F1,
+    Reason,
+    TrialRecord,
+    read_record,
+    stored_val_counts,
+)
 from optimize.search.config import StudyConfig
 from optimize.search.space import ParamSpec
 
@@ -96,6 +103,47 @@ def top_table(data: ReportData, n: int = 5) -> pd.DataFrame:
     rows = frame[frame["val_jaccard"].notna()].head(n)
     columns = ["rank", "number", "state", *data.params, "val_jaccard", "best_epoch", "epochs_run", "final_val_jaccard"]
     return rows[columns].reset_index(drop=True)
+
+
+def object_metrics_table(data: ReportData, n: int = 10) -> pd.DataFrame:
+    """The first `n` COMPLETE trials with bead-level metrics, in `trials_frame` order, with val Jaccard beside them."""
+    complete = data.complete
+    if complete.empty:
+        return complete
+    rows = complete[complete[VAL_OBJECT_F1].notna()].head(n)
+    columns = ["rank", "number", *data.params, "val_jaccard", *OBJECT_METRICS]
+    return rows[columns].reset_index(drop=True)
+
+
+def bead_counts_table(trial: FrozenTrial) -> pd.DataFrame | None:
+    """True and predicted beads per validation image of `trial` (as stored by its worker); None when absent."""
+    counts = stored_val_counts(trial)
+    if counts is None:
+        return None
+    frame = pd.DataFrame({"image": range(1, len(counts["true"]) + 1), **counts})
+    frame["error"] = frame["predicted"] - frame["true"]
+    return frame
+
+
+def confirmation_runs(confirm_study: optuna.Study) -> pd.DataFrame:
+    """Every COMPLETE re-run of a confirmation study: its source trial, seed or fold, value and val Jaccard."""
+    rows = []
+    for trial in confirm_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        record = read_record(trial)
+        if record.confirm_of is None:
+            continue
+        run = f"fold {record.confirm_fold}" if record.confirm_fold is not None else f"seed {record.confirm_seed}"
+        rows.append(
+            {
+                "source_trial": record.confirm_of,
+                "run": run,
+                "trial": trial.number,
+                "value": trial.value,
+                "val_jaccard": record.best_val_jaccard,
+                "val_object_f1": record.val_object_f1,
+            }
+        )
+    return pd.DataFrame(rows, columns=["source_trial", "run", "trial", "value", "val_jaccard", "val_object_f1"])
 
 
 def value_groups(values: pd.Series, spec: ParamSpec | None) -> pd.Series:

@@ -1,0 +1,201 @@
+"""`optimize predict`: segment a folder of images with a saved model and count and measure their beads.
+
+Each image is read exactly as training reads it (`data._loader.read_image`: grey, [0, 1] by its bit
+depth), its probability map is predicted in tiles of the model's input size (see `tiling`), and the map
+is thresholded and labelled (see `beads`). Written to the output folder:
+
+- ``masks/<stem>.png``: the binary mask, 0 and 255 (uint8);
+- ``labels/<stem>.png``: the beads as labels 1..n (uint16; a 32-bit ``.tif`` above 65535 beads), which
+  `optimize evaluate --pred OUT/labels` scores against true masks;
+- ``beads.csv``: per image its size, bead count, foreground fraction and mean and median bead area;
+- ``bead_areas.csv``: per bead its area and centre (row ``centroid_y``, column ``centroid_x``).
+
+Keras is imported only by the functions that load or run a model, so the checks of the inputs come first
+and cost nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from data._errors import DataError
+from data._loader import image_files, read_image
+from optimize.errors import UsageError, UserError
+from optimize.inference.beads import Beads, find_beads
+from optimize.inference.tiling import PredictBatch, predict_tiled
+
+if TYPE_CHECKING:
+    import keras
+
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_BATCH_SIZE = 8
+MAX_UINT16_LABEL = 65535
+SUMMARY_COLUMNS = (
+    "image",
+    "width",
+    "height",
+    "bead_count",
+    "foreground_fraction",
+    "mean_bead_area_px",
+    "median_bead_area_px",
+)
+BEAD_COLUMNS = ("image", "bead", "area_px", "centroid_y", "centroid_x")
+
+
+def load_model(path: str | Path, compile: bool = True) -> keras.Model:
+    """Load a `.keras` model saved by this project, with its loss and metrics when `compile` is true.
+
+    Plain ``keras.models.load_model`` loads the architecture and weights of our models by itself (they use
+    only Keras' own layers); the loss and metrics of a compiled model are ours, and Keras finds them only
+    once they are registered, which asking for ``losses.CUSTOM_OBJECTS`` does.
+    """
+    import keras
+
+    import losses
+
+    return keras.models.load_model(path, custom_objects=losses.CUSTOM_OBJECTS, compile=compile)
+
+
+def image_inputs(model_path: str | Path, images_dir: str | Path) -> list[Path]:
+    """The image files to segment, after checking that the model file and the image folder exist.
+
+    Keras-free, so that a wrong path ends the command before Keras loads. Raises UserError.
+    """
+    model_path, images_dir = Path(model_path), Path(images_dir)
+    if not model_path.exists():
+        raise UserError(f"model file {model_path} does not exist; expected a .keras file (e.g. best_model.keras)")
+    if model_path.is_dir():
+        raise UserError(f"model {model_path} is a folder; expected a .keras file (e.g. best_model.keras)")
+    if not images_dir.is_dir():
+        raise UserError(f"image folder {images_dir} does not exist; expected a folder of images")
+    try:
+        return image_files(images_dir)
+    except DataError as error:
+        raise UserError(str(error)) from None
+
+
+def open_model(path: str | Path) -> keras.Model:
+    """The model in `path`, loaded for prediction only (without its loss and metrics); UserError if it is not
+    a Keras model taking one image of a fixed size and giving one probability channel."""
+    try:
+        model = load_model(path, compile=False)
+    except Exception as error:  # Keras raises many kinds for a file that is not a model
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise UserError(f"{path} cannot be loaded as a Keras model: {reason}") from None
+    inputs, outputs = model.inputs, model.outputs
+    if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0].shape) != 4 or tuple(outputs[0].shape[3:]) != (1,):
+        shapes = [tuple(tensor.shape) for tensor in inputs], [tuple(tensor.shape) for tensor in outputs]
+        raise UserError(
+            f"{path} maps {shapes[0]} to {shapes[1]}; expected one (batch, height, width, channels) image in "
+            "and one probability channel out, as `optimize run` builds models"
+        )
+    height, width, _ = inputs[0].shape[1:]
+    if height is None or width is None:
+        raise UserError(
+            f"{path} takes images of any size ({inputs[0].shape}); `optimize predict` tiles images at the "
+            "model's fixed input size, as `optimize run` builds models"
+        )
+    return model
+
+
+@dataclass(frozen=True)
+class PredictionSummary:
+    """What `predict_folder` wrote."""
+
+    images: int
+    beads: int
+    out: Path
+
+
+def predict_folder(
+    model_path: str | Path,
+    files: Sequence[Path],
+    out: str | Path,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    overlap: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    stream: TextIO | None = None,
+) -> PredictionSummary:
+    """Segment `files` with the model in `model_path` and write masks, labels and CSVs under `out`.
+
+    `overlap` is the overlap of neighbouring tiles in pixels (default: a quarter of the model's input
+    size). Prints one line per image to `stream` (default: standard output). Raises UserError for a model
+    or an image that cannot be used, UsageError for an overlap the tile size does not allow.
+    """
+    stream = stream or sys.stdout
+    model = open_model(model_path)
+    tile_h, tile_w, channels = model.inputs[0].shape[1:]
+    if overlap is None:
+        overlap = min(tile_h, tile_w) // 4
+    if overlap >= min(tile_h, tile_w):
+        raise UsageError(f"--overlap {overlap} must be smaller than the model's input size {tile_w}x{tile_h} px")
+    if channels != 1:
+        raise UserError(
+            f"{model_path} takes images of {channels} channels, but {files[0]} and every image are read as one "
+            "grey channel, as training reads them; expected a model trained by `optimize run`"
+        )
+    out = Path(out)
+    masks_dir, labels_dir = out / "masks", out / "labels"
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    labels_dir.mkdir(parents=True, exist_ok=True)
+
+    summaries: list[dict[str, object]] = []
+    bead_rows: list[dict[str, object]] = []
+    predict_batch = _batch_predictor(model)
+    for number, path in enumerate(files, start=1):
+        image = _model_input(path)
+        prediction = predict_tiled(image, predict_batch, (tile_h, tile_w), overlap, batch_size)
+        beads = find_beads(prediction.probabilities, threshold)
+        _write_images(beads, path.stem, masks_dir, labels_dir)
+        summaries.append(beads.summary(path.name))
+        bead_rows.extend(beads.rows(path.name))
+        stream.write(
+            f"[{number}/{len(files)}] {path.name}: {image.shape[1]}x{image.shape[0]} px, {prediction.tiles} "
+            f"tile(s), {beads.count} beads, {beads.mask.mean():.1%} bead pixels\n"
+        )
+        stream.flush()
+    _write_csv(out / "beads.csv", SUMMARY_COLUMNS, summaries)
+    _write_csv(out / "bead_areas.csv", BEAD_COLUMNS, bead_rows)
+    return PredictionSummary(images=len(files), beads=len(bead_rows), out=out)
+
+
+def _model_input(path: Path) -> np.ndarray:
+    """One image as (H, W, 1) float32; UserError naming it if it cannot be read."""
+    try:
+        return read_image(path)[..., None]
+    except DataError as error:
+        raise UserError(str(error)) from None
+
+
+def _batch_predictor(model: keras.Model) -> PredictBatch:
+    """Tiles -> probabilities as NumPy, through the model's compiled inference step."""
+
+    def predict_batch(tiles: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict_on_batch(tiles))
+
+    return predict_batch
+
+
+def _write_images(beads: Beads, stem: str, masks_dir: Path, labels_dir: Path) -> None:
+    Image.fromarray(np.where(beads.mask, 255, 0).astype(np.uint8)).save(masks_dir / f"{stem}.png")
+    if beads.count <= MAX_UINT16_LABEL:
+        Image.fromarray(beads.labels.astype(np.uint16)).save(labels_dir / f"{stem}.png")
+    else:
+        tifffile.imwrite(labels_dir / f"{stem}.tif", beads.labels.astype(np.uint32))
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, object]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)

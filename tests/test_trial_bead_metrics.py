@@ -1,0 +1,143 @@
+"""Bead-level metrics per trial: computed at the best epoch's weights, stored as user attrs, shown by every
+command, and usable as the study's `metric`."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+from PIL import Image
+
+import losses
+from data import evaluate_objects, load_dataset
+from optimize.errors import ConfigError
+from optimize.results.record import OBJECT_METRICS, read_record, stored_val_counts
+from optimize.search.config import load_config
+from optimize.training.dataset import load_study_data
+from optimize.training.train import train
+from tests.conftest import run_cli, write_tiny_study
+from tests.test_train import split, tiny_settings
+
+
+def test_the_trained_model_has_its_best_epochs_weights_not_its_last():
+    train_data, val_data = split(16, 32)
+    # At this rate and seed, val Jaccard peaks at epoch 4 of 5 and falls at 5.
+    result = train(tiny_settings(max_epochs=5, learning_rate=0.1, seed=1), train_data, val_data)
+    assert result.best_epoch < result.epochs_run
+    final = result.history[-1]["val_jaccard"]
+    assert abs(final - result.best_val_jaccard) > 0.01
+    result.model.compile(loss=losses.get("dice"), metrics=losses.metrics())
+    scores = result.model.evaluate(*val_data, verbose=0, return_dict=True)
+    assert scores["jaccard"] == pytest.approx(result.best_val_jaccard, abs=1e-5)
+
+
+def test_label_masks_keep_touching_beads_apart_for_validation(tmp_path):
+    """Two touching beads in a label image are one connected component but two beads; the study keeps two."""
+    for folder in ("images", "masks"):
+        (tmp_path / "beads" / folder).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index in range(8):
+        labels = np.zeros((32, 32), np.uint16)
+        labels[4:10, 4:10] = 1
+        labels[4:10, 10:16] = 2  # touches bead 1
+        labels[20:26, 20 - index % 3 : 26] = 3
+        Image.fromarray(labels).save(tmp_path / "beads" / "masks" / f"b{index}.png")
+        image = (rng.random((32, 32)) * 60 + (labels > 0) * 150).astype(np.uint8)
+        Image.fromarray(image).save(tmp_path / "beads" / "images" / f"b{index}.png")
+    _, kept = load_dataset(tmp_path / "beads", labels=True)
+    assert kept.dtype == np.int32 and set(np.unique(kept)) == {0, 1, 2, 3}
+    with pytest.warns(UserWarning, match="8 mask"):
+        _, binary = load_dataset(tmp_path / "beads")
+    assert set(np.unique(binary)) == {0.0, 1.0}
+    write_tiny_study(tmp_path / "studies")
+    study_file = tmp_path / "studies" / "tiny.toml"
+    study_file.write_text(study_file.read_text().replace("[data.synthetic]\nn_images = 24\nsize = 32\nseed = 1\n", ""))
+    study_file.write_text(study_file.read_text().replace("[data]\n", '[data]\ndir = "../beads"\n'))
+    data = load_study_data(load_config(str(study_file)))
+    assert set(np.unique(data.val[1])) == {0.0, 1.0}
+    evaluation = evaluate_objects(data.val_labels, data.val_labels > 0)
+    assert [scores[0].n_true for scores in evaluation.per_image] == [3] * len(data.val_labels)
+    assert [scores[0].n_pred for scores in evaluation.per_image] == [2] * len(data.val_labels)
+
+
+def test_every_complete_trial_stores_its_bead_metrics(finished_study):
+    study = finished_study[0]
+    n_val = study.user_attrs["data_stats"]["n_val"]
+    for trial in study.trials:
+        record = read_record(trial)
+        if trial.state == TrialState.COMPLETE:
+            for name in OBJECT_METRICS:
+                assert name in trial.user_attrs
+            assert 0 <= record.val_object_f1 <= 1 and 0 <= record.val_object_ap50 <= record.val_object_f1
+            assert record.val_count_error >= 0 and record.object_metrics_seconds > 0
+            assert trial.value == record.best_val_jaccard  # the study's metric is val Jaccard by default
+            counts = stored_val_counts(trial)
+            assert len(counts["true"]) == len(counts["predicted"]) == n_val
+            mean_error = np.mean(
+                [abs(p - t) / max(t, 1) for t, p in zip(counts["true"], counts["predicted"], strict=True)]
+            )
+            assert record.val_count_error == pytest.approx(mean_error)
+        else:
+            assert not set(OBJECT_METRICS) & set(trial.user_attrs)
+            assert stored_val_counts(trial) is None
+
+
+@pytest.fixture(scope="module")
+def object_f1_study(tmp_path_factory):
+    """A tiny study run with `metric = "val_object_f1"` through the CLI, then exported and reported."""
+    folder = tmp_path_factory.mktemp("metric") / "studies"
+    write_tiny_study(folder, max_epochs=2, max_trials=3)
+    path = folder / "tiny.toml"
+    path.write_text('metric = "val_object_f1"\n' + path.read_text())
+    env = {"OPTIMIZE_STUDIES_DIR": str(folder)}
+    ran = run_cli("run", "--study", "tiny", env=env)
+    assert ran.returncode == 0, ran.stderr
+    outputs = {command: run_cli(command, "--study", "tiny", env=env) for command in ("status", "export-best", "report")}
+    for command, result in outputs.items():
+        assert result.returncode == 0, (command, result.stderr)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'tiny.db'}")
+    return study, folder, ran.stdout, outputs["status"].stdout
+
+
+def test_the_study_metric_is_the_trials_value_and_named_everywhere(object_f1_study):
+    study, folder, run_output, status = object_f1_study
+    assert study.metric_names == ["val_object_f1"]
+    complete = [trial for trial in study.trials if trial.state == TrialState.COMPLETE]
+    assert complete
+    for trial in complete:
+        assert trial.value == trial.user_attrs["val_object_f1"]
+        assert trial.user_attrs["best_val_jaccard"] != trial.value
+    best = study.best_trial
+    assert re.search(rf"best  val_object_f1 {best.value:.4f}: trial {best.number}  val_jaccard ", run_output)
+    assert f"val_object_f1 {best.value:.4f}: trial {best.number}" in status
+    assert "beads (IoU 0.5): object_f1" in status
+
+    exported = json.loads((folder / "tiny" / "export" / "best_hyperparameters.json").read_text())
+    assert exported["objective"] == "val_object_f1 (maximize)"
+    assert exported["object_metrics"] == {name: best.user_attrs[name] for name in OBJECT_METRICS}
+    assert exported["val_jaccard"] == best.user_attrs["best_val_jaccard"]
+    table = pd.read_csv(folder / "tiny" / "export" / "search_results.csv")
+    assert list(table.columns[3:10]) == ["value", "val_jaccard", *OBJECT_METRICS]
+    ranked = table[table["state"] == "COMPLETE"]
+    assert list(ranked["value"]) == sorted(ranked["value"], reverse=True)
+
+    report = (folder / "tiny" / "report" / "REPORT.md").read_text()
+    assert f"by the study's metric `val_object_f1` = **{best.value:.4f}**" in report
+    assert "## Bead-level metrics" in report
+    counts = pd.read_csv(folder / "tiny" / "report" / "tables" / "bead_counts.csv")
+    assert list(counts["true"]) == stored_val_counts(best)["true"]
+    metrics = pd.read_csv(folder / "tiny" / "report" / "tables" / "object_metrics.csv")
+    assert metrics.loc[0, "number"] == best.number
+
+
+@pytest.mark.parametrize("value", ['"val_count_error"', '"f1"', "3"])
+def test_a_metric_the_search_cannot_maximize_is_refused_at_load(tmp_path, value):
+    path = write_tiny_study(tmp_path)
+    path.write_text(f"metric = {value}\n" + path.read_text())
+    with pytest.raises(ConfigError, match=r"tiny\.toml: metric = .* is not one of val_jaccard, val_object_f1, "):
+        load_config(str(path))
