@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import importlib
 import logging
 import math
 import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from optimize.errors import UsageError, UserError
 from optimize.limits import MAX_SEED, MIN_SYNTHETIC_SIZE
+from optimize.quiet import import_quietly
 
 DEFAULT_DASHBOARD_PORT = 8080
 PATH_ERROR_EXIT = 2
@@ -383,10 +382,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         rank=args.rank,
         n_workers=args.n_workers,
     )
-    if args.gpus and args.workers:
-        raise UsageError("give either --gpus or --workers, not both")
-    if args.trials_per_gpu and not args.gpus:
-        raise UsageError(f"--trials-per-gpu {args.trials_per_gpu} needs --gpus; without GPUs use --workers N")
+    check_worker_flags(args)
     config = load_config(args.study)
     if not args.gpus and (args.workers or 1) == 1:
         if not args.verbose:
@@ -411,10 +407,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     (one worker) or in worker processes (`--workers`, `--gpus`), as `run` does."""
     from optimize.workers.confirm import ConfirmOptions, run_confirm
 
-    if args.gpus and args.workers:
-        raise UsageError("give either --gpus or --workers, not both")
-    if args.trials_per_gpu and not args.gpus:
-        raise UsageError(f"--trials-per-gpu {args.trials_per_gpu} needs --gpus; without GPUs use --workers N")
+    check_worker_flags(args)
     options = ConfirmOptions(
         study=study_name(args),
         top_k=args.top_k,
@@ -435,6 +428,14 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
         pool = plan_workers(args.gpus, args.workers, args.trials_per_gpu or 1, None)
     return run_confirm(options, sys.stdout, pool, shared_gpu=(args.trials_per_gpu or 1) > 1)
+
+
+def check_worker_flags(args: argparse.Namespace) -> None:
+    """`--gpus` or `--workers`, and `--trials-per-gpu` only with `--gpus` (`run` and `confirm`)."""
+    if args.gpus and args.workers:
+        raise UsageError("give either --gpus or --workers, not both")
+    if args.trials_per_gpu and not args.gpus:
+        raise UsageError(f"--trials-per-gpu {args.trials_per_gpu} needs --gpus; without GPUs use --workers N")
 
 
 def cmd_export_best(args: argparse.Namespace) -> int:
@@ -679,26 +680,3 @@ def quiet_libraries(verbose: bool) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-def import_quietly(module: str) -> None:
-    """Import `module` with the process's stderr (file descriptor 2) held in a temporary file.
-
-    Importing TensorFlow prints start-up lines from C++ (oneDNN on AVX-512 CPUs, CPU features)
-    before any log level applies; they would bury a one-line error. Replayed if the import fails
-    (not when it is interrupted: a signal then ends the command with one line).
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            importlib.import_module(module)
-        except Exception:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)

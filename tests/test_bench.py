@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 SCRIPTS = {
     "cli_startup": "| command ",
+    "confirm": "| rank single run ",
     "demo": "| code ",
     "object_metrics": "| masks ",
     "search_efficiency": "| method ",

@@ -24,10 +24,10 @@ def trials_by_value(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 @pytest.fixture(scope="module")
 def kept_study(tmp_path_factory):
-    """A tiny study of 6 trials without pruning and `keep_models = 2`, run through the CLI, then exported."""
+    """A tiny study of 5 trials without pruning and `keep_models = 2`, run through the CLI, then exported."""
     root = tmp_path_factory.mktemp("models")
     folder = root / "studies"
-    path = write_tiny_study(folder, max_epochs=2, max_trials=6)
+    path = write_tiny_study(folder, max_epochs=2, max_trials=5)
     path.write_text(path.read_text().replace('kind = "asha"', 'kind = "none"') + "\n[artifacts]\nkeep_models = 2\n")
     env = {"OPTIMIZE_STUDIES_DIR": str(folder)}
     ran = run_cli("run", "--study", "tiny", env=env)
@@ -44,7 +44,7 @@ def test_only_the_best_trials_keep_their_model(kept_study):
     assert f"models the 2 best kept in {artifacts} (beside tiny.db)" in output
     store = FileSystemArtifactStore(artifacts)
     ranked = trials_by_value(study)
-    assert len(ranked) == 6
+    assert len(ranked) == 5
     kept = {trial.number for trial in ranked if kept_models(trial, store)}
     assert kept == {trial.number for trial in ranked[:2]}
     assert len(list(artifacts.iterdir())) == 2

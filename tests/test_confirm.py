@@ -145,7 +145,7 @@ def test_confirm_retrains_the_top_configurations_with_new_seeds(studies, capsys)
     assert "confirm study tiny: top 2 trials" in output
     assert "4 runs as trials of study tiny-confirm" in output
     assert "mean ± std of val_jaccard and object_f1" in output
-    assert "best on average: trial" in output
+    assert output.count("single-run best") == 1
 
     assert main(["confirm", "--study", SOURCE, "--top-k", "2", "--seeds", "2"]) == 0
     again = capsys.readouterr().out
@@ -174,7 +174,7 @@ def test_two_workers_on_postgresql_run_every_rerun_exactly_once(source_db, postg
     assert len(source.get_trials()) == SOURCE_TRIALS
     ranks = {line[:4] for line in result.stdout.splitlines() if line.startswith("[w")}
     assert ranks == {"[w0]", "[w1]"}
-    assert result.stdout.count("best on average: trial") == 1  # the table once, from the parent
+    assert result.stdout.count("single-run best") == 1  # the table once, from the parent
 
 
 def test_sigterm_hands_the_runs_back_and_a_rerun_completes_each_once(source_db, postgres_url):
@@ -372,7 +372,7 @@ def test_the_pick_is_named_plainly_and_waits_for_every_rerun():
     assert changed.differs
     assert changed.summary() == (
         "the confirmed pick, trial 9 (mean val_jaccard 0.7400 ± 0.0100 over 3 runs), differs from the single-run "
-        "best, trial 4 (single run 0.8100, mean 0.7000 ± 0.0500): trial 9 is exported"
+        "best, trial 4 (single run 0.8100, mean 0.7000 ± 0.0500): export-best exports trial 9"
     )
     same = ConfirmedPick(table, "val_jaccard", pick=4, single_run_best=4, runs_done=6, runs_planned=6)
     assert not same.differs
@@ -383,5 +383,5 @@ def test_the_pick_is_named_plainly_and_waits_for_every_rerun():
     partial = ConfirmedPick(table, "val_jaccard", pick=None, single_run_best=4, runs_done=5, runs_planned=6)
     assert not partial.complete and not partial.differs
     assert partial.summary().startswith(
-        "confirmation incomplete (5 of 6 re-runs COMPLETE): the single-run best, trial 4"
+        "confirmation incomplete (5 of 6 re-runs COMPLETE): export-best exports the single-run best, trial 4;"
     )

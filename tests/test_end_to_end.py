@@ -14,12 +14,13 @@ from tests.conftest import ROOT, run_cli
 
 
 def test_search_export_predict_evaluate(tmp_path):
-    """`studies/demo.toml` as shipped (128² beads, the demo's models), cut to 2 trials of 3 epochs."""
+    """`studies/demo.toml` as shipped (128² beads, the demo's models), cut to its first trial (the enqueued
+    baseline) of 2 epochs."""
     studies = tmp_path / "studies"
     studies.mkdir()
     demo = (ROOT / "studies" / "demo.toml").read_text()
-    shortened = demo.replace("max_epochs = 12", "max_epochs = 3").replace("max_trials = 12", "max_trials = 2")
-    assert tomllib.loads(shortened)["training"]["max_epochs"] == 3
+    shortened = demo.replace("max_epochs = 12", "max_epochs = 2").replace("max_trials = 12", "max_trials = 1")
+    assert tomllib.loads(shortened)["training"]["max_epochs"] == 2
     (studies / "demo.toml").write_text(shortened)
     env = {"OPTIMIZE_STUDIES_DIR": str(studies)}
 

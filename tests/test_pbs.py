@@ -157,6 +157,22 @@ def test_worker_reads_url_file_and_execs_optimize(tmp_path):
     assert "optimize:***@db-node" in out and out.count("s3cret") == 1  # printed only by the stub
 
 
+def test_confirm_jobs_run_optimize_confirm_and_refuse_search_settings(tmp_path):
+    url = "postgresql+psycopg://optimize@db-node:5432/optimize"
+    env = worker_env(
+        tmp_path, OPTIMIZE=str(stub_command(tmp_path)), OPTIMIZE_STORAGE=url, CONFIRM="--top-k 3 --seeds 2"
+    )
+    del env["WORKERS"], env["N_TRIALS"]
+    result = run_script("worker.pbs", env)
+    assert result.returncode == 0, result.stderr
+    assert "args=confirm --study tiny --top-k 3 --seeds 2 --gpus all-visible --trials-per-gpu 2\n" in result.stdout
+    refused = run_script("worker.pbs", {**env, "SEED": "5"})
+    assert refused.returncode == 2 and "args=" not in refused.stdout
+    assert refused.stderr.strip() == (
+        "worker.pbs: error: SEED is set, but CONFIRM runs optimize confirm, which takes no --seed: unset SEED"
+    )
+
+
 def test_dashboard_prints_the_tunnel(tmp_path):
     env = worker_env(
         tmp_path,

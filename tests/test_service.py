@@ -134,7 +134,7 @@ def test_bad_input_is_one_line_and_nonzero(studies, args, message):
 
 
 def test_library_start_up_noise_is_hidden_but_replayed_when_the_import_fails(tmp_path, monkeypatch, capfd):
-    from optimize.cli import import_quietly
+    from optimize.quiet import import_quietly
 
     (tmp_path / "noisy_ok.py").write_text("import os\nos.write(2, b'I0000 start-up line from C++\\n')\n")
     (tmp_path / "noisy_bad.py").write_text("import os\nos.write(2, b'why it broke\\n')\nraise ImportError('broken')\n")

@@ -142,8 +142,8 @@ class ConfirmedPick:
         """One plain sentence: which configuration the confirmation picks and whether that changes the answer."""
         if not self.complete:
             return (
-                f"confirmation incomplete ({self.runs_done} of {self.runs_planned} re-runs COMPLETE): the single-run "
-                f"best, trial {self.single_run_best}, is exported; run `optimize confirm` to finish it"
+                f"confirmation incomplete ({self.runs_done} of {self.runs_planned} re-runs COMPLETE): export-best "
+                f"exports the single-run best, trial {self.single_run_best}; run `optimize confirm` to finish it"
             )
         row = self.table.set_index("source_trial").loc[self.pick]
         spread = f"{row['value_mean']:.4f} ± {_or_zero(row['value_std']):.4f}"
@@ -154,7 +154,7 @@ class ConfirmedPick:
         return (
             f"the confirmed pick, trial {self.pick} ({mean}), differs from the single-run best, trial "
             f"{self.single_run_best} (single run {best['single_run_value']:.4f}, mean {best['value_mean']:.4f} ± "
-            f"{_or_zero(best['value_std']):.4f}): trial {self.pick} is exported"
+            f"{_or_zero(best['value_std']):.4f}): export-best exports trial {self.pick}"
         )
 
 

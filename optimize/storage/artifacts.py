@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
@@ -30,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optimize.errors import UsageError
 from optimize.folders import file_in_the_way, studies_dir
+from optimize.search.config import StudyConfig
 from optimize.storage.database import is_journal, parse_url
 
 ARTIFACTS_ENV = "OPTIMIZE_ARTIFACTS"
@@ -162,3 +164,30 @@ def download_model(trial: FrozenTrial, store: FileSystemArtifactStore, path: Pat
         raise FileNotFoundError(f"trial {trial.number} has no kept model")
     download_artifact(artifact_store=store, file_path=str(path), artifact_id=metas[-1]["artifact_id"])
     return metas[-1]
+
+
+class ModelKeeper:
+    """Keeps the models of the study's best COMPLETE trials as artifacts (`optimize.storage.artifacts`)."""
+
+    def __init__(self, folder: ArtifactFolder, keep: int) -> None:
+        self.store = folder.store()
+        self.keep = keep
+        self.describe = f"models the {keep} best kept in {folder.path} ({folder.source})"
+        if folder.local_default:
+            self.describe += (
+                "; a folder on this node only: give every node one shared folder with --artifacts, "
+                f"${ARTIFACTS_ENV} or [artifacts] dir"
+            )
+
+    def __call__(self, trial: optuna.Trial, value: float, model: Any) -> None:
+        """`model` is the trial's Keras model (its `save` writes the `.keras` file)."""
+        keep_if_among_best(trial, value, model.save, self.store, self.keep)
+
+
+def model_keeper(config: StudyConfig, url: str, option: str | None) -> ModelKeeper | None:
+    """The keeper of the study's best models, its folder checked writable now; None with `keep_models = 0`."""
+    if config.artifacts.keep_models == 0:
+        return None
+    folder = resolve_artifact_folder(config.name, url, option, config.artifacts_dir())
+    prepare_folder(folder)
+    return ModelKeeper(folder, config.artifacts.keep_models)

@@ -40,11 +40,10 @@ from optimize.results.confirmation import (
     CONFIRM_ATTR,
     configuration,
     confirmation_plan,
-    confirmation_table,
+    confirmed_pick,
     format_confirmation,
     ranked_complete,
 )
-from optimize.results.formatting import format_params
 from optimize.results.frame import study_metric
 from optimize.results.record import CONFIRM_FOLD, CONFIRM_OF, CONFIRM_SEED, Reason, fixed_params, store_reason
 from optimize.search.config import StudyConfig, parse_config
@@ -212,7 +211,7 @@ def run_one_worker(
 
     Keras loads first, with TensorFlow's start-up lines held back (as `run` does); then the `hooks`.
     """
-    from optimize.cli import import_quietly
+    from optimize.quiet import import_quietly
 
     if not options.verbose:
         import_quietly("keras")
@@ -489,7 +488,7 @@ def print_table(plan: ConfirmPlan, url: str, stream: TextIO) -> None:
     storage = open_storage(url, read_only=True)
     source = load_existing_study(plan.source, storage)
     confirm = load_existing_study(plan.name, storage)
-    frame = confirmation_table(confirm, source)
+    found = confirmed_pick(source, confirm)
     runs = len(plan.seeds) or plan.folds
     kind = ("seed" if plan.folds is None else "fold") + "s" * (runs > 1)
     print(
@@ -497,11 +496,8 @@ def print_table(plan: ConfirmPlan, url: str, stream: TextIO) -> None:
         f"best epoch; single run: the trial's {study_metric(source)} in study {plan.source}",
         file=stream,
     )
-    print(format_confirmation(frame), file=stream, flush=True)
-    best = frame.sort_values("val_jaccard_mean", ascending=False, na_position="last").iloc[0]
-    if best["runs"]:
-        params = {name: best[name] for name in plan.trials[0].params if name in best}
-        print(f"best on average: trial {best['source_trial']}  {format_params(params)}", file=stream, flush=True)
+    print(format_confirmation(found.table), file=stream)
+    print(found.summary(), file=stream, flush=True)
 
 
 def toml_text(table: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TextIO
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -25,13 +25,7 @@ from optimize.search.study import (
     stop_at_budget,
 )
 from optimize.storage import default_url, is_journal, open_storage, redact, resolve_url
-from optimize.storage.artifacts import (
-    ARTIFACTS_ENV,
-    ArtifactFolder,
-    keep_if_among_best,
-    prepare_folder,
-    resolve_artifact_folder,
-)
+from optimize.storage.artifacts import model_keeper
 from optimize.storage.resilient import ResilientStorage, worker_storage
 from optimize.storage.retries import requeue
 from optimize.training.allocator import keep_freed_memory
@@ -206,32 +200,6 @@ def stop_when_idle(nothing_left: Callable[[optuna.Study], str | None]):
             study.stop()
 
     return callback
-
-
-class ModelKeeper:
-    """Keeps the models of the study's best COMPLETE trials as artifacts (`optimize.storage.artifacts`)."""
-
-    def __init__(self, folder: ArtifactFolder, keep: int) -> None:
-        self.store = folder.store()
-        self.keep = keep
-        self.describe = f"models the {keep} best kept in {folder.path} ({folder.source})"
-        if folder.local_default:
-            self.describe += (
-                "; a folder on this node only: give every node one shared folder with --artifacts, "
-                f"${ARTIFACTS_ENV} or [artifacts] dir"
-            )
-
-    def __call__(self, trial: optuna.Trial, value: float, model: Any) -> None:
-        keep_if_among_best(trial, value, model.save, self.store, self.keep)
-
-
-def model_keeper(config: StudyConfig, url: str, option: str | None) -> ModelKeeper | None:
-    """The keeper of the study's best models, its folder checked writable now; None with `keep_models = 0`."""
-    if config.artifacts.keep_models == 0:
-        return None
-    folder = resolve_artifact_folder(config.name, url, option, config.artifacts_dir())
-    prepare_folder(folder)
-    return ModelKeeper(folder, config.artifacts.keep_models)
 
 
 def optimize_until_done(
