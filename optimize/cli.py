@@ -236,6 +236,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", metavar="DIR", help="output folder (default: studies/NAME/export/)")
     artifacts_option(export)
 
+    imports = command(
+        "import-results",
+        cmd_import_results,
+        "Add an earlier search's results as COMPLETE trials of the study (created from its study file if new), "
+        "so that TPE starts from them: the users' search_results_final.csv with its history_*.csv files, or "
+        "export-best's search_results.csv. Importing a row twice adds nothing.",
+    )
+    study_options(imports)
+    imports.add_argument("file", metavar="FILE", help="the results CSV file")
+    imports.add_argument(
+        "--allow-different-data",
+        action="store_true",
+        help="import even when the file's trials trained on other images than the study's, or it does not say "
+        "(the users' files never do) (default: refuse)",
+    )
+
     report = command("report", cmd_report, "Write the study's analysis: REPORT.md, report.html and CSV tables.")
     study_options(report)
     report.add_argument("--out", metavar="DIR", help="output folder (default: studies/NAME/report/)")
@@ -354,6 +370,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="random seed: the same seed writes the same images (default: %(default)s)",
     )
+
+    plan = command(
+        "new-study",
+        cmd_new_study,
+        "Plan a study from a data folder: write studies/NAME.toml with settings derived from the data, each with "
+        "its reason.",
+    )
+    plan.add_argument("study_name", metavar="NAME", type=new_study_name, help="name of the new study")
+    plan.add_argument("--data", required=True, metavar="DIR", help="folder with images/ and masks/; required")
+    plan.add_argument(
+        "--image-size",
+        metavar="PX",
+        type=positive_int,
+        help="train at this size: resize the images first (default: the images' own size)",
+    )
+    plan.add_argument(
+        "--device",
+        choices=("gpu", "cpu"),
+        help="plan for a GPU or a CPU (default: gpu when one is visible here, else cpu)",
+    )
+    plan.add_argument("--force", action="store_true", help="overwrite an existing study file (default: refuse)")
     return parser
 
 
@@ -459,6 +496,34 @@ def cmd_export_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_results(args: argparse.Namespace) -> int:
+    """Read and check the whole file first (`optimize.search.imports`), then the study's data; create or join the
+    study as `run` does (its settings and data recorded or compared) and add the trials it does not hold yet."""
+    from optimize.search.config import load_config
+    from optimize.search.imports import add_imported, data_problem, import_summary, read_results
+
+    config = load_config(args.study)
+    plan = read_results(args.file, config)
+    result = None
+    if plan.planned:
+        import_quietly("keras")
+        from optimize.search.study import create_or_join, record_study_attrs
+        from optimize.storage import open_storage, resolve_url
+        from optimize.training.dataset import load_study_data
+
+        data = load_study_data(config)
+        problem = data_problem(plan, data.stats)
+        if problem and not args.allow_different_data:
+            raise UserError(f"{problem}; if its results hold for the study's data, add --allow-different-data")
+        if problem:
+            print(f"warning: {problem}; imported all the same (--allow-different-data)")
+        study, created = create_or_join(config, open_storage(resolve_url(config.name, args.storage)))
+        print(record_study_attrs(study, config, data, created=created))
+        result = add_imported(study, plan)
+    print(import_summary(plan, result, config.name))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from optimize.results.report import write_report
 
@@ -541,6 +606,25 @@ def cmd_make_data(args: argparse.Namespace) -> int:
 
     out = write_microbeads(args.out, args.n, size=args.size, seed=args.seed)
     print(f"wrote {args.n} synthetic {args.size}x{args.size} images to {out}/images and masks to {out}/masks")
+    return 0
+
+
+def cmd_new_study(args: argparse.Namespace) -> int:
+    """Fingerprint the data, plan the study (`optimize.search.plans`), print the plan and write the file."""
+    from optimize.folders import studies_dir
+    from optimize.search.plans import detect_target, plan_study
+    from optimize.workers.pool import visible_gpus
+
+    gpus, source = visible_gpus() if args.device is None else ([], "")
+    target = detect_target(args.device, gpus, source)
+    studies = studies_dir()
+    path = studies / f"{args.study_name}.toml"
+    if path.exists() and not args.force:
+        raise UsageError(f"{path} already exists; pass --force to overwrite it (it is left unchanged)")
+    plan = plan_study(args.study_name, args.data, target, studies, image_size=args.image_size)
+    print(plan.table())
+    plan.write(path, force=args.force)
+    print(f"wrote {path}; run it with: optimize run --study {args.study_name}")
     return 0
 
 

@@ -73,6 +73,27 @@ def test_smoke_prints_and_writes_a_table(smoke_runs, name):
     assert "- machine: " in written
 
 
+def test_the_grid_table_builds_resumes_and_replays(tmp_path):
+    """`grid_table.py --smoke` trains 2 configurations × 3 seeds into a table, a second call adds nothing, and
+    `replay.py --smoke` replays searches on that table."""
+    table = tmp_path / "table.csv"
+    build = [sys.executable, str(BENCH / "grid_table.py"), "--smoke", "--table", str(table)]
+    first = subprocess.run(build, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = table.read_text().splitlines()
+    assert rows[0].startswith("architecture,batch_size,loss,seed,epoch,val_jaccard") and len(rows) == 1 + 2 * 3 * 2
+    again = subprocess.run(build, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0 and "6 runs in" in again.stdout and "0 to train" in again.stdout
+    assert table.read_text().splitlines() == rows
+    results, figure = tmp_path / "results.md", tmp_path / "anytime.png"
+    replay = [sys.executable, str(BENCH / "replay.py"), "--smoke", "--table", str(table), "--results", str(results)]
+    replayed = subprocess.run([*replay, "--figure", str(figure)], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert replayed.returncode == 0, replayed.stderr[-3000:]
+    written = results.read_text()
+    assert "| random " in written and "| TPE + ASHA (defaults) " in written and "2 replays per method" in written
+    assert figure.stat().st_size > 10_000
+
+
 def test_smoke_appends_to_results_md_only_when_asked():
     common = bench_module("_common")
     parse = argparse.ArgumentParser()

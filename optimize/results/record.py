@@ -15,7 +15,10 @@ User attrs (optuna-dashboard lists them on the trial's page):
   NAME whose configuration this run trains again, and `confirm_seed` (the new seed of weights and data
   order) or `confirm_fold` (the cross-validation fold it validates on, counted from 0);
 - `enqueued`: a baseline of the study file's `[[enqueue]]`; `requeued_from` and `requeued`: the copy of
-  an interrupted trial, queued again.
+  an interrupted trial, queued again;
+- `imported_from` ("FILE:ROW", the row counted as a spreadsheet shows it, the header being row 1) and
+  `imported_hash` (a hash of the row's cells, which makes a second import of the same row add nothing): a
+  trial made by `optimize import-results` from an earlier search's results file.
 
 System attrs (in the database, not on the dashboard):
 
@@ -74,6 +77,8 @@ CONFIRM_FOLD = "confirm_fold"
 ENQUEUED = "enqueued"
 REQUEUED_FROM = "requeued_from"
 REQUEUED = "requeued"
+IMPORTED_FROM = "imported_from"
+IMPORTED_HASH = "imported_hash"
 
 HISTORY_ATTR = "optimize:history"
 VAL_COUNTS_ATTR = "optimize:val_counts"
@@ -149,6 +154,8 @@ class TrialRecord:
     confirm_fold: int | None
     enqueued: bool
     requeued_from: int | None
+    imported_from: str | None
+    imported_hash: str | None
 
     @property
     def reason_text(self) -> str | None:
@@ -185,6 +192,8 @@ def read_record(trial: FrozenTrial) -> TrialRecord:
         confirm_fold=attrs.get(CONFIRM_FOLD),
         enqueued=bool(attrs.get(ENQUEUED)),
         requeued_from=attrs.get(REQUEUED_FROM),
+        imported_from=attrs.get(IMPORTED_FROM),
+        imported_hash=attrs.get(IMPORTED_HASH),
     )
 
 
