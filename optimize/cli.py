@@ -700,32 +700,27 @@ def iou_threshold(text: str) -> float:
     """An IoU threshold at which beads match one-to-one: below 0.5 a bead could match two."""
     from data._objects import MIN_IOU_THRESHOLD
 
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not MIN_IOU_THRESHOLD <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected an IoU threshold in {MIN_IOU_THRESHOLD}..1, got {text!r}")
-    return value
+    return bounded_float(
+        text, lambda value: MIN_IOU_THRESHOLD <= value <= 1, f"an IoU threshold in {MIN_IOU_THRESHOLD}..1"
+    )
 
 
 def probability_threshold(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a probability threshold in (0, 1), got {text!r}")
-    return value
+    return bounded_float(text, lambda value: 0 < value < 1, "a probability threshold in (0, 1)")
 
 
 def positive_seconds(text: str) -> float:
+    return bounded_float(text, lambda value: 0 < value < math.inf, "a positive number of seconds")
+
+
+def bounded_float(text: str, allowed: Callable[[float], bool], expected: str) -> float:
+    """`text` as a number that `allowed` accepts, or argparse's one-line error naming what was expected."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    if not allowed(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
 
 

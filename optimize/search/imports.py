@@ -283,7 +283,7 @@ def _read_users(table: Table, config: StudyConfig) -> ImportPlan:
 def _read_export(table: Table, config: StudyConfig) -> ImportPlan:
     """export-best's `search_results.csv`, `histories/trial_NNNN.csv` and `best_hyperparameters.json`."""
     plan = ImportPlan(table.path, EXPORT, data_stats=_exported_data_stats(table.path))
-    value_column = VAL_JACCARD if config.metric == VAL_JACCARD else config.metric
+    value_column = config.metric
     table.column(value_column, required=f"the study's metric, {config.metric}")
     settings = _setting_columns(table, config)
     for number, cells in table.rows:
