@@ -1,7 +1,8 @@
 """Search methods replayed against the grid's table of learning curves (`bench/grid_table.py`).
 
 A replay is an in-memory Optuna study with the project's own sampler and pruner (`make_sampler`,
-`make_pruner` from the study defaults or a variant): a trial suggests architecture, batch size and loss,
+`make_pruner`; by default the TPE sampler of `SamplerConfig()` and the ASHA rungs `optimize new-study` plans
+for the table's epochs, or a variant): a trial suggests architecture, batch size and loss,
 then reads that configuration's curve epoch by epoch from the table (one training seed per replay), reports
 each val Jaccard, is pruned when the pruner says so and stops early as the trainer does (`PATIENCE`
 epochs without a better val Jaccard). Epochs read are epochs spent. Every method spends at most the grid's
@@ -13,8 +14,11 @@ epochs (96 configurations to early stopping). Per method over `--replays` replay
   when the table was built;
 - the anytime curve (best so far against epochs spent), drawn into `bench/replay_anytime.png`.
 
-    python bench/replay.py --replays 50
-    python bench/replay.py --smoke          # 2 replays of 2 methods
+    python bench/replay.py --replays 50 --tune   # and the variants of the defaults
+    python bench/replay.py --smoke                # 2 replays of 2 methods
+
+`bench/search_efficiency.py --quick --versus-table bench/grid_table.csv` checks that a replay agrees with
+live training on the same small grid.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import optuna
 from _common import add_output_args, describe_machine, markdown_table, publish
 
 from optimize.search.config import PrunerConfig, SamplerConfig
+from optimize.search.plans import rule_pruner
 from optimize.search.settings import TrainSettings
 from optimize.search.space import SearchSpace, parse_space
 from optimize.search.study import DIRECTION, make_pruner, make_sampler
@@ -69,6 +74,19 @@ class Table:
 
     def grid_epochs(self, seed: int) -> int:
         return sum(early_stopped(self.curves[config, seed])[0] for config in self.configurations)
+
+    def restricted(self, configurations: list[Key], epochs: int) -> Table:
+        """The table of `configurations` only, each curve cut after `epochs` epochs."""
+        missing = [config for config in configurations if (config, self.seeds[0]) not in self.curves]
+        if missing:
+            raise SystemExit(f"the table has no curves of {missing}")
+        kept = [key for key in self.curves if key[0] in configurations]
+        return Table(
+            {key: self.curves[key][:epochs] for key in kept},
+            {key: self.seconds[key][:epochs] for key in kept},
+            list(configurations),
+            self.seeds,
+        )
 
 
 @dataclass(frozen=True)
@@ -108,9 +126,15 @@ def early_stopped(curve: np.ndarray, patience: int = PATIENCE) -> tuple[int, flo
     return len(curve), float(best)
 
 
-def methods() -> list[Method]:
+def default_pruner(epochs: int) -> PrunerConfig:
+    """The ASHA rungs `optimize new-study` plans for trials of `epochs` epochs (on this table's 20 epochs, also
+    `PrunerConfig()`'s own)."""
+    return PrunerConfig(**rule_pruner(epochs).settings)
+
+
+def methods(epochs: int = 20) -> list[Method]:
     """The users' grid, random search, and TPE with the study's default pruner and its variants."""
-    tpe, asha = SamplerConfig(), PrunerConfig()
+    tpe, asha = SamplerConfig(), default_pruner(epochs)
     return [
         Method("grid", SamplerConfig(kind="grid"), PrunerConfig(kind="none")),
         Method("random", SamplerConfig(kind="random"), PrunerConfig(kind="none")),
@@ -121,15 +145,16 @@ def methods() -> list[Method]:
     ]
 
 
-def tuning_variants() -> list[Method]:
-    """TPE + ASHA with other rungs and startup trials than the defaults, to see what each setting does."""
-    tpe, asha = SamplerConfig(), PrunerConfig()
+def tuning_variants(epochs: int = 20) -> list[Method]:
+    """TPE + ASHA with other rungs, startup trials or a univariate TPE, to see what each setting does."""
+    tpe, asha = SamplerConfig(), default_pruner(epochs)
     variants = []
-    for min_resource, reduction_factor, startup in itertools.product((2, 5), (2, 3), (5, 10)):
+    for min_resource, reduction_factor, startup in itertools.product((2, 3, 4, 5), (2, 3), (5, 10)):
         sampler = dataclasses.replace(tpe, n_startup_trials=startup)
         pruner = dataclasses.replace(asha, min_resource=min_resource, reduction_factor=reduction_factor)
         name = f"TPE ({startup} startup) + ASHA (min_resource {min_resource}, rf {reduction_factor})"
         variants.append(Method(name, sampler, pruner))
+    variants.append(Method("TPE (univariate) + ASHA (defaults)", dataclasses.replace(tpe, multivariate=False), asha))
     return variants
 
 
@@ -143,9 +168,28 @@ def space(table: Table) -> SearchSpace:
     return parse_space(axes, TrainSettings(), Path("replay.toml"))
 
 
-def replay(table: Table, method: Method, seed: int, curve_seed: int) -> list[tuple[int, float]]:
-    """One search until it has spent the grid's epochs: (epochs spent, best so far) after each trial."""
-    search = space(table)
+@dataclass(frozen=True)
+class ReadTrial:
+    """One replayed trial: its configuration and the val Jaccards it read before it stopped early, was pruned
+    or the budget ran out."""
+
+    config: Key
+    curve: list[float]
+
+
+def replay_trials(
+    table: Table,
+    method: Method,
+    seed: int,
+    curve_seed: int,
+    *,
+    search: SearchSpace | None = None,
+    patience: int = PATIENCE,
+    n_trials: int | None = None,
+    budget: float = float("inf"),
+) -> list[ReadTrial]:
+    """One search on `search` (the table's axes by default) until `n_trials` trials or `budget` epochs."""
+    search = search or space(table)
     epochs_in_table = len(next(iter(table.curves.values())))
     study = optuna.create_study(
         direction=DIRECTION,
@@ -156,30 +200,47 @@ def replay(table: Table, method: Method, seed: int, curve_seed: int) -> list[tup
         for point in WARM_START:
             if tuple(point.values()) in table.configurations:
                 study.enqueue_trial(point)
-    budget = table.grid_epochs(curve_seed)
-    spent, best, anytime = 0, -np.inf, []
+    trials: list[ReadTrial] = []
+    spent = 0
 
     def objective(trial: optuna.Trial) -> float:
-        nonlocal spent, best
+        nonlocal spent
         config = tuple(search.suggest(trial)[name] for name in ("architecture", "batch_size", "loss"))
-        curve = table.curves[config, curve_seed]
+        read = ReadTrial(config, [])
+        trials.append(read)
         top, since = -np.inf, 0
-        for epoch, value in enumerate(curve, start=1):
+        for epoch, value in enumerate(table.curves[config, curve_seed], start=1):
             spent += 1
-            best = max(best, value)
-            anytime.append((spent, best))
+            read.curve.append(float(value))
             top, since = (value, 0) if value > top else (top, since + 1)
             trial.report(float(value), epoch)
-            if since >= PATIENCE or spent >= budget:
+            if since >= patience or spent >= budget:
                 break
             if trial.should_prune():
                 raise optuna.TrialPruned()
         return float(top)
 
     stop_when_spent: Callable = lambda study, trial: study.stop() if spent >= budget else None  # noqa: E731
-    n_trials = len(table.configurations) if method.sampler.kind == "grid" else None
+    if n_trials is None and method.sampler.kind == "grid":
+        n_trials = len(table.configurations)
     study.optimize(objective, n_trials=n_trials, callbacks=[stop_when_spent])
-    return anytime
+    return trials
+
+
+def anytime_curve(trials: list[ReadTrial]) -> list[tuple[int, float]]:
+    """(epochs spent, best so far) after every epoch read."""
+    spent, best, points = 0, -np.inf, []
+    for trial in trials:
+        for value in trial.curve:
+            spent += 1
+            best = max(best, value)
+            points.append((spent, best))
+    return points
+
+
+def replay(table: Table, method: Method, seed: int, curve_seed: int) -> list[tuple[int, float]]:
+    """One search until it has spent the grid's epochs: (epochs spent, best so far) after each epoch."""
+    return anytime_curve(replay_trials(table, method, seed, curve_seed, budget=table.grid_epochs(curve_seed)))
 
 
 def best_at(anytime: list[tuple[int, float]], epochs: float) -> float:
@@ -230,7 +291,8 @@ def main() -> int:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     table = read_table(args.table)
-    chosen = methods()[1:3] if args.smoke else methods() + (tuning_variants() if args.tune else [])
+    epochs = len(next(iter(table.curves.values())))
+    chosen = methods(epochs)[1:3] if args.smoke else methods(epochs) + (tuning_variants(epochs) if args.tune else [])
     replays = 2 if args.smoke else args.replays
     machine = describe_machine()
     rows, curves = [], {}
@@ -259,7 +321,7 @@ def main() -> int:
         )
         print(f"{method.name}: reached the grid's best within 1/3 of its epochs in {reached}/{replays}", flush=True)
     budget = table.grid_epochs(table.seeds[0])
-    main_methods = {method.name for method in methods()}
+    main_methods = {method.name for method in methods(epochs)}
     draw({name: runs for name, runs in curves.items() if name in main_methods}, budget, args.figure)
     seconds_per_epoch = np.mean([seconds[1:].mean() for seconds in table.seconds.values()])
     headers = [

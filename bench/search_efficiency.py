@@ -9,6 +9,11 @@ cumulative epochs (trials in order) until a val Jaccard first reached the grid's
 
     python bench/search_efficiency.py --quick --seeds 3     # 8 configurations, ~30 min on 2 CPU cores
     python bench/search_efficiency.py                       # the users' 96-configuration grid at 512² (GPU)
+
+It is also the check that replaying searches on the grid's table (`bench/replay.py`) agrees with real
+training: `--quick --versus-table bench/grid_table.csv` trains the quick grid's methods live, replays the same
+methods (same samplers, seeds, pruner, patience and trials) on the table's curves of the same configurations
+and training seeds, and reports both side by side with the difference between live and tabled curves.
 """
 
 from __future__ import annotations
@@ -92,7 +97,7 @@ QUICK = Scale(
 )
 SMOKE = Scale(
     architectures=("unet",),
-    batch_sizes=(8,),
+    batch_sizes=(4,),
     losses=("dice",),
     size=32,
     n_images=16,
@@ -182,6 +187,7 @@ class MethodRun:
     seed: int
     curves: list[list[float]]
     wall_seconds: float
+    configs: list[tuple[str, int, str]]
 
     @property
     def epochs(self) -> int:
@@ -229,7 +235,11 @@ def run_method(config: StudyConfig, data: StudyData, method: str) -> MethodRun:
         [math.nan if value is None else value for value in stored_history(trial)["val_jaccard"]]
         for trial in study.get_trials(deepcopy=False)
     ]
-    return MethodRun(method, config.training.seed, curves, wall)
+    configs = [
+        (trial.params["architecture"], trial.params["batch_size"], trial.params["loss"])
+        for trial in study.get_trials(deepcopy=False)
+    ]
+    return MethodRun(method, config.training.seed, curves, wall, configs)
 
 
 def summary_rows(runs: dict[str, list[MethodRun]], grid: str) -> list[list[str]]:
@@ -275,6 +285,69 @@ def seed_rows(runs: dict[str, list[MethodRun]], grid: str) -> list[list[str]]:
     return rows
 
 
+def versus_table(table_path: Path, scale: Scale, runs: dict[str, list[MethodRun]], grid: str) -> str:
+    """The same methods replayed on the table's curves of the same configurations and seeds, beside the live
+    runs, and how far the live curves are from the tabled ones."""
+    import replay
+
+    configurations = [(a, b, c) for a in scale.architectures for b in scale.batch_sizes for c in scale.losses]
+    table = replay.read_table(table_path).restricted(configurations, scale.max_epochs)
+    replayed: dict[str, list[MethodRun]] = {}
+    for method in methods(scale):
+        replayed[method.name] = []
+        for run in runs[method.name]:
+            if run.seed not in table.seeds:
+                raise SystemExit(f"{table_path} has no complete seed {run.seed}; its seeds: {table.seeds}")
+            config = make_config(scale, method, run.seed)
+            trials = replay.replay_trials(
+                table,
+                replay.Method(method.name, config.sampler, config.pruner),
+                seed=run.seed,
+                curve_seed=run.seed,
+                search=config.search,
+                patience=scale.patience,
+                n_trials=scale.n_configs,
+            )
+            curves, configs = [trial.curve for trial in trials], [trial.config for trial in trials]
+            replayed[method.name].append(MethodRun(method.name, run.seed, curves, 0.0, configs))
+    rows = []
+    for name, method_runs in runs.items():
+        for live, tabled, live_grid, tabled_grid in zip(
+            method_runs, replayed[name], runs[grid], replayed[grid], strict=True
+        ):
+            same = sum(a == b for a, b in zip(live.configs, tabled.configs, strict=False))
+            reach = (live.epochs_to_reach(live_grid.best), tabled.epochs_to_reach(tabled_grid.best))
+            rows.append(
+                [
+                    name,
+                    str(live.seed),
+                    f"{live.best:.4f} / {tabled.best:.4f}",
+                    f"{live.epochs} / {tabled.epochs}",
+                    "—" if name == grid else " / ".join(f"{e:.0f}" if math.isfinite(e) else "never" for e in reach),
+                    f"{same}/{len(live.configs)}",
+                ]
+            )
+    differences = [
+        abs(value - table.curves[config, run.seed][epoch])
+        for method_runs in runs.values()
+        for run in method_runs
+        for config, curve in zip(run.configs, run.curves, strict=True)
+        for epoch, value in enumerate(curve)
+        if math.isfinite(value)
+    ]
+    return (
+        f"Live against replayed on `{table_path.name}` (the same configurations and training seeds, curves cut at "
+        f"{scale.max_epochs} epochs, early-stopping patience {scale.patience}); each cell is live / replayed.\n\n"
+        + markdown_table(
+            ["method", "seed", "best val Jaccard", "epochs", "epochs to grid best", "same configurations in order"],
+            rows,
+        )
+        + f"\n\nLive val Jaccard against the table's at the same configuration, seed and epoch, over "
+        f"{len(differences)} epochs of every live trial: mean |difference| {sum(differences) / len(differences):.4f}, "
+        f"max {max(differences):.4f}."
+    )
+
+
 def describe_scale(scale: Scale, data: StudyData) -> str:
     return (
         f"Grid: {len(scale.architectures)} architectures {list(scale.architectures)} × batch {list(scale.batch_sizes)}"
@@ -294,6 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2×2×2 grid at 64² with small models (CPU, ~30 min)")
     parser.add_argument("--seeds", type=int, default=3, help="repetitions; the table shows medians (default 3)")
     parser.add_argument("--data", default=None, help="folder with images/ and masks/ instead of synthetic beads")
+    parser.add_argument(
+        "--versus-table",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="also replay the same methods on this grid table (bench/grid_table.csv; with --quick) and compare",
+    )
     add_output_args(parser)
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -331,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
             ),
         ]
     )
+    if args.versus_table is not None:
+        body += "\n\n" + versus_table(args.versus_table, scale, runs, grid)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     publish(args, f"Search efficiency ({mode}, {len(seeds)} seed(s))", body, machine)
     return 0

@@ -507,7 +507,7 @@ def cmd_import_results(args: argparse.Namespace) -> int:
     result = None
     if plan.planned:
         import_quietly("keras")
-        from optimize.search.study import create_or_join, record_study_attrs
+        from optimize.search.study import create_or_join, follow_recorded_pruner, record_study_attrs
         from optimize.storage import open_storage, resolve_url
         from optimize.training.dataset import load_study_data
 
@@ -517,7 +517,11 @@ def cmd_import_results(args: argparse.Namespace) -> int:
             raise UserError(f"{problem}; if its results hold for the study's data, add --allow-different-data")
         if problem:
             print(f"warning: {problem}; imported all the same (--allow-different-data)")
-        study, created = create_or_join(config, open_storage(resolve_url(config.name, args.storage)))
+        storage = open_storage(resolve_url(config.name, args.storage))
+        config, followed = follow_recorded_pruner(config, storage)
+        study, created = create_or_join(config, storage)
+        if followed is not None:
+            print(followed)
         print(record_study_attrs(study, config, data, created=created))
         result = add_imported(study, plan)
     print(import_summary(plan, result, config.name))

@@ -74,8 +74,9 @@ def test_smoke_prints_and_writes_a_table(smoke_runs, name):
 
 
 def test_the_grid_table_builds_resumes_and_replays(tmp_path):
-    """`grid_table.py --smoke` trains 2 configurations × 3 seeds into a table, a second call adds nothing, and
-    `replay.py --smoke` replays searches on that table."""
+    """`grid_table.py --smoke` trains 2 configurations × 3 seeds into a table, a second call adds nothing,
+    `replay.py --smoke` replays searches on that table, and `search_efficiency.py --smoke --versus-table` sets
+    live runs beside their replays on it."""
     table = tmp_path / "table.csv"
     build = [sys.executable, str(BENCH / "grid_table.py"), "--smoke", "--table", str(table)]
     first = subprocess.run(build, cwd=ROOT, capture_output=True, text=True, timeout=240)
@@ -92,6 +93,12 @@ def test_the_grid_table_builds_resumes_and_replays(tmp_path):
     written = results.read_text()
     assert "| random " in written and "| TPE + ASHA (defaults) " in written and "2 replays per method" in written
     assert figure.stat().st_size > 10_000
+    live = [sys.executable, str(BENCH / "search_efficiency.py"), "--smoke", "--versus-table", str(table)]
+    compared = subprocess.run([*live, "--results", str(results)], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    assert "Live against replayed on `table.csv`" in compared.stdout
+    assert "| grid (users' way) | 0    |" in compared.stdout and "same configurations in order" in compared.stdout
+    assert "mean |difference| " in compared.stdout
 
 
 def test_smoke_appends_to_results_md_only_when_asked():

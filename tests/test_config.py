@@ -30,7 +30,7 @@ def test_shipped_microbead512_matches_the_users_search():
     assert space["dropout"].choices == (0.0, 0.1, 0.2, 0.3)
     assert len(space["loss"].choices) == 6
     assert (config.training.max_epochs, config.training.patience, config.data.val_fraction) == (100, 30, 0.15)
-    assert config.pruner.kind == "asha" and config.pruner.min_resource == 10
+    assert (config.pruner.kind, config.pruner.min_resource, config.pruner.reduction_factor) == ("asha", 25, 2)
     assert config.enqueue[0] == {
         "architecture": "unet",
         "learning_rate": 2e-4,

@@ -134,7 +134,7 @@ def test_the_users_data_on_a_gpu_gets_the_users_study(tmp_path):
     training = config.training
     assert (training.base_filters, training.depth, training.max_epochs, training.patience) == (64, 4, 100, 30)
     assert (training.precision, training.jit_compile) == ("mixed_bfloat16", True)
-    assert (config.pruner.kind, config.pruner.min_resource, config.pruner.reduction_factor) == ("asha", 10, 3)
+    assert (config.pruner.kind, config.pruner.min_resource, config.pruner.reduction_factor) == ("asha", 25, 2)
     assert (config.data.image_size, config.data.val_fraction, config.budget.max_trials) == (512, 0.15, 120)
     assert len(config.enqueue) == 3  # all three of the users' known configurations fit
     assert {entry["learning_rate"] for entry in config.enqueue} == {2e-4, 5e-5, 1e-4}

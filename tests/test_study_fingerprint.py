@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from data import write_microbeads
 from losses import LOSS_SETTINGS
 from optimize.cli import build_parser, existing_study, main
+from optimize.results.frame import stored_config
 from optimize.search.config import parse_config
 from optimize.search.fingerprint import StudyMismatchError, differences, refusal, safe_changes, study_fingerprint
 from optimize.search.study import create_or_join, record_study_attrs, study_objective
@@ -380,3 +381,35 @@ def test_data_is_known_by_its_files_and_statistics_not_by_its_path(tmp_path):
     assert before != after
     assert f"{tmp_path / 'edited'} has masks/bead_0003.png changed size ({before} → {after} bytes)" in line
     assert {difference.key for difference in found} >= {"files", "objects_per_image_mean"}
+
+
+def test_a_study_keeps_its_rungs_when_a_pruner_default_changes(tmp_path):
+    """A study made when the default reduction factor was 3, by a file that leaves it unset, as that version
+    stored it: its workers still join (through the CLI) and its report reads the rungs it ran with."""
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    unset = tiny_text(max_trials=1).replace("reduction_factor = 2\n", "")
+    (folder / "tiny.toml").write_text(unset)
+    made_then = tiny_config(unset, folder / "tiny.toml")
+    assert made_then.pruner.reduction_factor == 2  # today's default
+    made_then = dataclasses.replace(made_then, pruner=dataclasses.replace(made_then.pruner, reduction_factor=3))
+    url = f"sqlite:///{folder / 'tiny.db'}"
+    data = load_study_data(made_then)
+    study, created = create_or_join(made_then, open_storage(url))
+    record_study_attrs(study, made_then, data, created=created)
+
+    result = run_cli("run", "--study", "tiny", env={"OPTIMIZE_STUDIES_DIR": str(folder)})
+
+    assert result.returncode == 0, result.stderr
+    assert "[pruner] reduction_factor = 3 as study tiny was created with: " in result.stdout
+    assert "leaves it unset, and the default has changed since" in result.stdout
+    study = optuna.load_study(study_name="tiny", storage=url)
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 1
+    assert stored_config(study).pruner.reduction_factor == 3
+    (folder / "tiny.toml").write_text(tiny_text(max_trials=2))  # says 2 itself: refused, as any other difference
+
+    refused = run_cli("run", "--study", "tiny", env={"OPTIMIZE_STUDIES_DIR": str(folder)})
+
+    assert refused.returncode != 0
+    assert "study tiny was created with [pruner] reduction_factor 3; " in one_line(refused.stderr)
+    assert "now says 2" in refused.stderr

@@ -19,6 +19,7 @@ from optimize.results.record import (
     stored_history,
 )
 from optimize.search.config import StudyConfig, parse_config
+from optimize.search.fingerprint import FINGERPRINT_ATTR, recorded_pruner
 
 RECORD_COLUMNS = (
     "best_epoch",
@@ -109,6 +110,7 @@ def stored_config(study: optuna.Study) -> StudyConfig | None:
         return None
     try:
         path = Path(study.user_attrs.get("config_file", f"{study.study_name}.toml"))
-        return parse_config(tomllib.loads(text), path=path, text=text)
+        config = parse_config(tomllib.loads(text), path=path, text=text)
     except (ConfigError, tomllib.TOMLDecodeError, ValueError):
         return None
+    return recorded_pruner(config, study.user_attrs.get(FINGERPRINT_ATTR))[0]

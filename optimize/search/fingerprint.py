@@ -22,6 +22,9 @@ pruner and objective. The fingerprint is plain JSON, stored as the study user at
 
 A setting added to the project after a study was made is missing from its stored fingerprint; it
 differs only when this worker's value is not the setting's default (which is what the study ran with).
+A default that changed after a study was made (`[pruner] reduction_factor`, 3 before the grid's replays
+chose 2) would refuse every worker whose file leaves the setting unset: for the pruner, such settings
+follow the stored fingerprint instead (`recorded_pruner`), in workers and in what reads the study.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ import dataclasses
 import hashlib
 import json
 import math
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimize.errors import UserError
-from optimize.search.config import BudgetConfig, RecoveryConfig, SamplerConfig, StudyConfig
+from optimize.search.config import BudgetConfig, PrunerConfig, RecoveryConfig, SamplerConfig, StudyConfig
 from optimize.search.settings import TrainSettings
 from optimize.search.space import ParamSpec
 
@@ -182,6 +186,31 @@ def safe_changes(study_name: str, found: list[Difference]) -> str:
         f"joined study {study_name}: {_names(items)} differ{'s' * (len(items) == 1)} from when it was created; "
         "safe to join (they do not change what a trial measures)"
     )
+
+
+def recorded_pruner(config: StudyConfig, fingerprint: dict | None) -> tuple[StudyConfig, list[str]]:
+    """`config` with the `[pruner]` settings its file leaves unset taken from a study's stored fingerprint,
+    and those settings as the file would write them (`reduction_factor = 3`).
+
+    A study keeps the rungs it was created with when a default changes in a later version: its workers go on
+    joining it, and its report shows the rungs its trials were pruned at. Settings the file sets are kept,
+    so that a file which differs from its study is still refused.
+    """
+    stored = ((fingerprint or {}).get("config") or {}).get("pruner") or {}
+    try:
+        written = tomllib.loads(config.text).get("pruner", {})
+    except tomllib.TOMLDecodeError:
+        return config, []
+    fields = {field.name for field in dataclasses.fields(PrunerConfig)}
+    taken = {
+        name: value
+        for name, value in stored.items()
+        if name in fields and name not in written and value != getattr(config.pruner, name)
+    }
+    if not taken:
+        return config, []
+    pruner = dataclasses.replace(config.pruner, **taken)
+    return dataclasses.replace(config, pruner=pruner), [f"{name} = {_shown(value)}" for name, value in taken.items()]
 
 
 def shown_path(path: Path) -> str:

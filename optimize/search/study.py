@@ -18,8 +18,10 @@ from optimize.search.fingerprint import (
     Difference,
     StudyMismatchError,
     differences,
+    recorded_pruner,
     refusal,
     safe_changes,
+    shown_path,
     study_fingerprint,
 )
 from optimize.search.space import SearchSpace
@@ -105,6 +107,26 @@ def open_study(
 ) -> optuna.Study:
     """Create the study or join it (as with `load_if_exists`), as every node does with the same command."""
     return create_or_join(config, storage, rank=rank, n_workers=n_workers)[0]
+
+
+def follow_recorded_pruner(config: StudyConfig, storage: optuna.storages.BaseStorage) -> tuple[StudyConfig, str | None]:
+    """`config` with the `[pruner]` settings its file leaves unset as the existing study recorded them, and a
+    line saying which (None when nothing was taken): a study keeps its rungs when a default changes."""
+
+    def stored_fingerprint() -> dict | None:
+        try:
+            study_id = storage.get_study_id_from_name(config.name)
+        except KeyError:
+            return None
+        return storage.get_study_user_attrs(study_id).get(FINGERPRINT_ATTR)
+
+    followed, taken = recorded_pruner(config, with_retry(stored_fingerprint, "reading the study's attrs"))
+    if not taken:
+        return config, None
+    return followed, (
+        f"[pruner] {', '.join(taken)} as study {config.name} was created with: {shown_path(config.path)} leaves "
+        f"{'it' if len(taken) == 1 else 'them'} unset, and the default has changed since"
+    )
 
 
 def create_or_join(

@@ -21,6 +21,7 @@ from optimize.search.study import (
     budget_used,
     create_or_join,
     enqueue_known,
+    follow_recorded_pruner,
     record_study_attrs,
     stop_at_budget,
 )
@@ -92,6 +93,7 @@ def run_trials(
     keep_model = model_keeper(config, url, options.artifacts)
     storage = open_storage(url, None if is_journal(url) else config.recovery)
     storage = worker_storage(storage, config.recovery, url)
+    config, followed = follow_recorded_pruner(config, storage)
     study, created = create_or_join(config, storage, rank=options.rank, n_workers=options.n_workers)
     enqueue = hooks.enqueue or (lambda study, created: enqueue_known(study, config))
     if created:
@@ -102,6 +104,8 @@ def run_trials(
         enqueue(study, False)
     print_header(study, config, data.stats, url, stream)
     print(joined, file=stream)
+    if followed is not None:
+        print(followed, file=stream)
     if cache_dir is not None:
         print(f"cache {cache_dir} (compiled training steps, shared by workers)", file=stream)
     if keep_model is not None:
