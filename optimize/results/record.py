@@ -11,6 +11,9 @@ User attrs (optuna-dashboard lists them on the trial's page):
 - bead-level metrics on the validation images at the best epoch's weights (`data.evaluate_objects`, IoU
   0.5): `val_object_f1`, `val_object_ap50`, `val_count_error`, `val_matched_iou`, `val_panoptic_quality`,
   and the seconds they took, `object_metrics_seconds`;
+- `time_split`: where the trial's seconds went, one number per part of `TIME_SPLIT_PARTS` (see there),
+  written with the summary; `program`: what the trial compiled (architecture, width and depth, image
+  shape, micro-batch, precision, XLA), which trials of the same program share in the compile cache;
 - in a confirmation study (`optimize confirm`, study `NAME-confirm`): `confirm_of`, the trial of study
   NAME whose configuration this run trains again, and `confirm_seed` (the new seed of weights and data
   order) or `confirm_fold` (the cross-validation fold it validates on, counted from 0);
@@ -71,6 +74,8 @@ VAL_COUNT_ERROR = "val_count_error"
 VAL_MATCHED_IOU = "val_matched_iou"
 VAL_PANOPTIC_QUALITY = "val_panoptic_quality"
 OBJECT_METRICS_SECONDS = "object_metrics_seconds"
+TIME_SPLIT = "time_split"
+PROGRAM = "program"
 CONFIRM_OF = "confirm_of"
 CONFIRM_SEED = "confirm_seed"
 CONFIRM_FOLD = "confirm_fold"
@@ -99,6 +104,27 @@ VAL_JACCARD = "val_jaccard"
 SEARCH_METRICS = (VAL_JACCARD, VAL_OBJECT_F1, VAL_OBJECT_AP50, VAL_MATCHED_IOU, VAL_PANOPTIC_QUALITY)
 """What a study file's `metric` may name for the search to maximize (the count error is minimized, and a
 study has one direction, which the pruner's val Jaccard also follows)."""
+SPLIT_COMPILE = "compile"
+SPLIT_TRAIN_STEPS = "train_steps"
+SPLIT_VALIDATION = "validation"
+SPLIT_BEAD_METRICS = "bead_metrics"
+SPLIT_DATABASE = "database"
+SPLIT_HOST = "host"
+TIME_SPLIT_PARTS = (
+    SPLIT_COMPILE,
+    SPLIT_TRAIN_STEPS,
+    SPLIT_VALIDATION,
+    SPLIT_BEAD_METRICS,
+    SPLIT_DATABASE,
+    SPLIT_HOST,
+)
+"""The parts of a trial's `time_split`, in seconds, which add up to the trial's wall time in its worker (from
+suggesting its parameters to storing its summary, that last write excepted): `compile` (the first training
+and the first validation batch of each model, which trace and compile the steps), `train_steps` (the other
+training batches), `validation` (the rest of the per-epoch validation), `bead_metrics` (the bead-level metrics
+at the end), `database` (the worker's storage calls on the trial's thread; null on a journal file, whose calls
+are then in `host`) and `host`, the rest: building the model, callbacks, pruning decisions, saving a best
+model. `optimize.training.timing` measures them and says what a batch's window holds on each backend."""
 HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "jaccard", "val_jaccard", "lr", "seconds")
 MAX_ERROR_CHARS = 500
 LEGACY_PRUNED = re.compile(r"pruned at epoch (\d+)")
@@ -149,6 +175,8 @@ class TrialRecord:
     val_matched_iou: float | None
     val_panoptic_quality: float | None
     object_metrics_seconds: float | None
+    time_split: dict[str, float | None] | None
+    program: str | None
     confirm_of: int | None
     confirm_seed: int | None
     confirm_fold: int | None
@@ -187,6 +215,8 @@ def read_record(trial: FrozenTrial) -> TrialRecord:
         oom_micro_batches=tuple(attrs.get(OOM_MICRO_BATCHES) or ()),
         **{name: attrs.get(name) for name in OBJECT_METRICS},
         object_metrics_seconds=attrs.get(OBJECT_METRICS_SECONDS),
+        time_split=attrs.get(TIME_SPLIT),
+        program=attrs.get(PROGRAM),
         confirm_of=attrs.get(CONFIRM_OF),
         confirm_seed=attrs.get(CONFIRM_SEED),
         confirm_fold=attrs.get(CONFIRM_FOLD),

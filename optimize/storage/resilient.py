@@ -9,6 +9,9 @@ the database has been unreachable for `[recovery] reconnect_timeout` seconds; th
 `DatabaseUnreachable`. Reads and upserts are safe to repeat as they are; the two writes that are
 not (creating a trial, changing its state) are checked after a retry, because the attempt whose
 connection dropped may have been committed.
+
+It also counts the seconds each thread spends in its calls (`seconds_in_calls`), retries and their waits
+included, so that a trial can tell how much of its time went to the database (`time_split`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import copy
 import logging
 import os
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Container, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -86,14 +91,27 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         self.reconnector = Reconnector(recovery.reconnect_timeout, where, "[recovery] reconnect_timeout")
         self._retry_stale = RetryStaleTrial(recovery.max_retry)
         self._creator = f"{socket.gethostname()}:{os.getpid()}"
+        self._call_seconds = threading.local()
 
     @property
     def unreachable(self) -> DatabaseUnreachable | None:
         """Set once the worker has given up on the database: every call fails at once from then on."""
         return self.reconnector.unreachable
 
+    def seconds_in_calls(self) -> float:
+        """Seconds the calling thread has spent in this storage's calls so far; each thread counts its own.
+
+        A trial reads it before and after: the difference is its time in the database, waits for a
+        dropped connection included.
+        """
+        return getattr(self._call_seconds, "total", 0.0)
+
     def _call(self, what: str, action: Callable[[], T]) -> T:
-        return self.reconnector.call(action, what)
+        started = time.perf_counter()
+        try:
+            return self.reconnector.call(action, what)
+        finally:
+            self._call_seconds.total = self.seconds_in_calls() + time.perf_counter() - started
 
     # Studies.
 

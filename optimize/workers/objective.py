@@ -3,7 +3,8 @@
 Whatever a trial's end (COMPLETE, PRUNED, FAIL), its record is stored as `optimize.results.record`
 defines it: summary and reason as user attrs, which the dashboard lists, the per-epoch history as a
 system attr, which `export-best` and `report` read; other nodes see both. Storage calls survive a
-dropped database connection in the worker's storage (`optimize.storage.resilient`).
+dropped database connection in the worker's storage (`optimize.storage.resilient`). Each trial also
+stores where its time went (`time_split`, measured by `optimize.training.timing`) and the program it compiled.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import gc
 import math
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,10 +28,12 @@ from optimize.results import record
 from optimize.results.record import Reason
 from optimize.search.config import StudyConfig
 from optimize.search.settings import TrainSettings
+from optimize.storage.resilient import ResilientStorage
 from optimize.storage.retries import requeue
 from optimize.training.bead_metrics import bead_metrics
 from optimize.training.history import EpochHistory, best_row
 from optimize.training.out_of_memory import is_out_of_memory, smaller_micro_batch
+from optimize.training.timing import FitTiming, compiled_program, trial_time_split
 from optimize.training.train import Arrays, TrainResult, train
 from optimize.workers.interrupt import Interrupted
 from optimize.workers.pruning import PrunedWithReason, ReportToTrial
@@ -107,8 +111,12 @@ class Objective:
             self.before_trial(trial)
         if self.data_for is not None:
             self.train_data, self.val_data, self.val_labels = self.data_for(trial)
+        started = time.perf_counter()
+        database_seconds = database_clock(trial)
+        database_before = database_seconds() if database_seconds else 0.0
         settings = self.config.training.replace(**self.config.search.suggest(trial))
         history = EpochHistory()
+        timing = FitTiming()
         worker = f"{socket.gethostname()}:{os.getpid()}"
         summary: dict[str, Any] = {record.WORKER: worker}
         self.running = (trial, history, summary)
@@ -117,7 +125,7 @@ class Objective:
         if retry_of is not None:
             summary[record.RETRY_OF] = retry_of
         try:
-            result = self.train_within_memory(trial, settings, history, summary)
+            result = self.train_within_memory(trial, settings, history, summary, timing)
             summary[record.PARAM_COUNT] = result.param_count
             summary[record.TRAIN_SECONDS] = round(result.train_seconds, 2)
             if result.diverged or not math.isfinite(result.best_val_jaccard):
@@ -141,6 +149,12 @@ class Objective:
             raise
         finally:
             summary.update(history_summary(history.rows))
+            summary[record.TIME_SPLIT] = trial_time_split(
+                timing,
+                time.perf_counter() - started,
+                database=database_seconds() - database_before if database_seconds else None,
+                bead_metrics=summary.get(record.OBJECT_METRICS_SECONDS) or 0.0,
+            )
             self.running = None
             record.store_summary(trial, history.rows, summary)
 
@@ -177,9 +191,16 @@ class Objective:
         return f"trial {trial.number} was handed back to the study"
 
     def train_within_memory(
-        self, trial: optuna.Trial, settings: TrainSettings, history: EpochHistory, summary: dict[str, Any]
+        self,
+        trial: optuna.Trial,
+        settings: TrainSettings,
+        history: EpochHistory,
+        summary: dict[str, Any],
+        timing: FitTiming,
     ) -> TrainResult:
         """Train; on out-of-memory retry with half the micro-batch (same effective batch) down to 1.
+
+        `timing` measures every attempt: a retry's compile and epochs are the trial's time too.
 
         A configuration that fits at no micro-batch is pruned with reason `oom` and marked infeasible
         (`trial.set_constraint`), so TPE learns to avoid it; FAIL trials would be invisible to TPE.
@@ -190,13 +211,14 @@ class Objective:
             summary[record.IMAGES_PER_EPOCH] = epoch_images(
                 len(self.train_data[0]), settings.micro_batch_size, settings.drop_remainder
             )
+            summary[record.PROGRAM] = compiled_program(settings, self.train_data[0].shape[1:])
             try:
                 extra = self.callbacks(trial, settings) if self.callbacks else []
                 return train(
                     settings,
                     self.train_data,
                     self.val_data,
-                    callbacks=[ReportToTrial(trial), *extra],
+                    callbacks=[timing, ReportToTrial(trial), *extra],
                     history=history,
                     verbose=self.verbose,
                 )
@@ -228,6 +250,13 @@ def history_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
         record.STABILITY: record.finite_or_none(float(np.std(last_val_losses))) if len(rows) >= 2 else None,
         record.TRAIN_VAL_GAP: record.finite_or_none(best["jaccard"] - best["val_jaccard"]),
     }
+
+
+def database_clock(trial: optuna.Trial) -> Callable[[], float] | None:
+    """The seconds this thread has spent in the trial's storage calls, as a function to read before and after;
+    None when the storage is not the worker's `ResilientStorage` (a journal file), whose calls are not timed."""
+    storage = trial.storage
+    return storage.seconds_in_calls if isinstance(storage, ResilientStorage) else None
 
 
 def release_memory() -> None:
