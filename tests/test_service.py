@@ -145,3 +145,17 @@ def test_library_start_up_noise_is_hidden_but_replayed_when_the_import_fails(tmp
     with pytest.raises(ImportError, match="broken"):
         import_quietly("noisy_bad")
     assert "why it broke" in capfd.readouterr().err
+
+
+def test_a_stop_signal_a_library_turned_into_an_import_error_stays_a_stop_signal(tmp_path, monkeypatch):
+    """Keras reports an interrupted `import optree` as a missing package; the command must still say it was
+    interrupted (test_cli_errors sends the real signal, which lands in such an import only sometimes)."""
+    from optimize.quiet import import_quietly
+
+    (tmp_path / "interrupted_inside.py").write_text(
+        "try:\n    raise KeyboardInterrupt()\nexcept BaseException:\n    raise ImportError('you need optree')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    with pytest.raises(KeyboardInterrupt):
+        import_quietly("interrupted_inside")

@@ -11,9 +11,9 @@ User attrs (optuna-dashboard lists them on the trial's page):
 - bead-level metrics on the validation images at the best epoch's weights (`data.evaluate_objects`, IoU
   0.5): `val_object_f1`, `val_object_ap50`, `val_count_error`, `val_matched_iou`, `val_panoptic_quality`,
   and the seconds they took, `object_metrics_seconds`;
-- `time_split`: where the trial's seconds went, one number per part of `TIME_SPLIT_PARTS` (see there),
-  written with the summary; `program`: what the trial compiled (architecture, width and depth, image
-  shape, micro-batch, precision, XLA), which trials of the same program share in the compile cache;
+- `program`: what the trial compiled (architecture, width and depth, image shape, micro-batch, precision,
+  XLA), which trials of the same program share in the compile cache (where its time went is the system
+  attr `optimize:time_split`, below);
 - in a confirmation study (`optimize confirm`, study `NAME-confirm`): `confirm_of`, the trial of study
   NAME whose configuration this run trains again, and `confirm_seed` (the new seed of weights and data
   order) or `confirm_fold` (the cross-validation fold it validates on, counted from 0);
@@ -74,7 +74,6 @@ VAL_COUNT_ERROR = "val_count_error"
 VAL_MATCHED_IOU = "val_matched_iou"
 VAL_PANOPTIC_QUALITY = "val_panoptic_quality"
 OBJECT_METRICS_SECONDS = "object_metrics_seconds"
-TIME_SPLIT = "time_split"
 PROGRAM = "program"
 CONFIRM_OF = "confirm_of"
 CONFIRM_SEED = "confirm_seed"
@@ -87,6 +86,8 @@ IMPORTED_HASH = "imported_hash"
 
 HISTORY_ATTR = "optimize:history"
 VAL_COUNTS_ATTR = "optimize:val_counts"
+TIME_SPLIT_ATTR = "optimize:time_split"
+"""A system attr, as the history is: a user attr's one-line JSON would widen the dashboard's trial page."""
 LEGACY_HISTORY_ATTR = "history"
 FAILED_TRIAL = "failed_trial"
 RETRY_HISTORY = "retry_history"
@@ -118,8 +119,9 @@ TIME_SPLIT_PARTS = (
     SPLIT_DATABASE,
     SPLIT_HOST,
 )
-"""The parts of a trial's `time_split`, in seconds, which add up to the trial's wall time in its worker (from
-suggesting its parameters to storing its summary, that last write excepted): `compile` (the first training
+"""The parts of a trial's time split (system attr `optimize:time_split`), in seconds, which add up to the
+trial's wall time in its worker (from suggesting its parameters to storing its summary, that last write
+excepted): `compile` (the first training
 and the first validation batch of each model, which trace and compile the steps), `train_steps` (the other
 training batches), `validation` (the rest of the per-epoch validation), `bead_metrics` (the bead-level metrics
 at the end), `database` (the worker's storage calls on the trial's thread; null on a journal file, whose calls
@@ -215,7 +217,7 @@ def read_record(trial: FrozenTrial) -> TrialRecord:
         oom_micro_batches=tuple(attrs.get(OOM_MICRO_BATCHES) or ()),
         **{name: attrs.get(name) for name in OBJECT_METRICS},
         object_metrics_seconds=attrs.get(OBJECT_METRICS_SECONDS),
-        time_split=attrs.get(TIME_SPLIT),
+        time_split=trial.system_attrs.get(TIME_SPLIT_ATTR),
         program=attrs.get(PROGRAM),
         confirm_of=attrs.get(CONFIRM_OF),
         confirm_seed=attrs.get(CONFIRM_SEED),
@@ -381,6 +383,11 @@ def store_val_counts(trial: optuna.Trial, true_counts: list[int], predicted_coun
     """Store the true and predicted beads of each validation image (for the report's count figure)."""
     counts = {"true": [int(n) for n in true_counts], "predicted": [int(n) for n in predicted_counts]}
     trial.storage.set_trial_system_attr(trial._trial_id, VAL_COUNTS_ATTR, counts)
+
+
+def store_time_split(trial: optuna.Trial, split: Mapping[str, float | None]) -> None:
+    """Store where the trial's time went (`TIME_SPLIT_PARTS`, seconds) as the system attr `optimize:time_split`."""
+    trial.storage.set_trial_system_attr(trial._trial_id, TIME_SPLIT_ATTR, dict(split))
 
 
 def stored_val_counts(trial: FrozenTrial) -> dict[str, list[int]] | None:

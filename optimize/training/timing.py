@@ -19,7 +19,7 @@ asynchronously by the device is waited for before the window closes, and steps d
 project runs 1.
 
 `trial_time_split` turns these, the trial's wall time, its database seconds and its bead-metric seconds
-into the trial's user attr `time_split` (`optimize.results.record.TIME_SPLIT_PARTS`), whose parts add up
+into the trial's system attr `optimize:time_split` (`optimize.results.record.TIME_SPLIT_PARTS`), whose parts add up
 to the trial's wall time: there `host` is everything else (model building, suggesting parameters,
 saving a best model, and the epochs' host work). `compiled_program` names the program a trial compiles.
 """
@@ -125,7 +125,7 @@ class FitTiming(keras.callbacks.Callback):
 def trial_time_split(
     fit: FitTiming, trial_seconds: float, *, database: float | None, bead_metrics: float
 ) -> dict[str, float | None]:
-    """The trial's `time_split` user attr: seconds per part, `host` being the rest of `trial_seconds`.
+    """The trial's time split (system attr `optimize:time_split`): seconds per part, `host` the rest of the trial.
 
     `database` is None where the storage's calls are not timed (a journal file); they are then in `host`.
     """

@@ -4,7 +4,8 @@ Whatever a trial's end (COMPLETE, PRUNED, FAIL), its record is stored as `optimi
 defines it: summary and reason as user attrs, which the dashboard lists, the per-epoch history as a
 system attr, which `export-best` and `report` read; other nodes see both. Storage calls survive a
 dropped database connection in the worker's storage (`optimize.storage.resilient`). Each trial also
-stores where its time went (`time_split`, measured by `optimize.training.timing`) and the program it compiled.
+stores where its time went (system attr `optimize:time_split`, measured by `optimize.training.timing`)
+and the program it compiled.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class Objective:
             raise
         finally:
             summary.update(history_summary(history.rows))
-            summary[record.TIME_SPLIT] = trial_time_split(
+            split = trial_time_split(
                 timing,
                 time.perf_counter() - started,
                 database=database_seconds() - database_before if database_seconds else None,
@@ -157,6 +158,7 @@ class Objective:
             )
             self.running = None
             record.store_summary(trial, history.rows, summary)
+            record.store_time_split(trial, split)
 
     def score(
         self, trial: optuna.Trial, result: TrainResult, settings: TrainSettings, summary: dict[str, Any]
