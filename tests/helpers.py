@@ -7,10 +7,13 @@ import math
 import shutil
 import socket
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
+import optuna
 import pytest
+import sqlalchemy.pool
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
@@ -49,6 +52,47 @@ def dump_dom(url: str, profile: Path) -> tuple[str, str]:
 
 def uncaught_errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "Uncaught" in line]
+
+
+def wait_for(condition, timeout: float, what: str, *, watching: tuple[subprocess.Popen, ...] = ()):
+    """The first true value of `condition()`; fails at once, with its output, when a watched process exits
+    (and kills the watched processes, showing their output, on a timeout).
+
+    The timeouts are generous because CI runs these tests two at a time on 2 cores, beside other
+    tests' workers; a worker that died is reported at once rather than after the timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        for process in watching:
+            if process.poll() is not None:
+                out, err = process.communicate()
+                exit_code = process.returncode
+                raise AssertionError(f"process {process.pid} exited ({exit_code}) before {what}:\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            outputs = []
+            for process in watching:
+                process.kill()
+                outputs.append("\n".join(part or "" for part in process.communicate()))
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}" + "".join(f"\n{o}" for o in outputs))
+        time.sleep(0.2)
+    return value
+
+
+_POLLED_STORAGES: dict[str, optuna.storages.RDBStorage] = {}
+
+
+def trials_of(url: str, study: str = "tiny") -> list[optuna.trial.FrozenTrial]:
+    """The study's trials, or none while it is not created yet, read through one pool-less storage per URL.
+
+    Tests poll this several times a second while workers run: a new storage per call would leave its
+    connections open until garbage collection, and PostgreSQL's 100 would run out for the workers.
+    """
+    if url not in _POLLED_STORAGES:
+        _POLLED_STORAGES[url] = optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": sqlalchemy.pool.NullPool})
+    storage = _POLLED_STORAGES[url]
+    if study not in optuna.get_all_study_names(storage=storage):
+        return []
+    return optuna.load_study(study_name=study, storage=storage).get_trials()
 
 
 def free_port() -> int:

@@ -20,7 +20,6 @@ import threading
 import time
 from pathlib import Path
 
-import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
@@ -29,6 +28,7 @@ from optimize.results.record import read_record, stored_history
 from optimize.search.config import RecoveryConfig
 from optimize.storage import open_storage
 from tests.conftest import OPTIMIZE, POSTGRES_ADMIN, write_tiny_study
+from tests.helpers import trials_of, wait_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -54,22 +54,6 @@ def finish(worker: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
         out, err = worker.communicate()
         raise AssertionError(f"worker {worker.pid} still running after {timeout} s:\n{out}\n{err}") from None
     return worker.returncode, out, err
-
-
-def wait_for(condition, timeout: float, what: str):
-    """The first true value of `condition()`."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-    return value
-
-
-def trials_of(url: str) -> list[FrozenTrial]:
-    if "tiny" not in optuna.get_all_study_names(storage=url):
-        return []
-    return optuna.load_study(study_name="tiny", storage=url).get_trials()
 
 
 def running(url: str, min_step: int = 1) -> list[FrozenTrial]:
@@ -232,7 +216,7 @@ def test_connections_dropped_inside_report_heartbeat_and_final_write_are_retried
     write_tiny_study(studies, max_trials=1, max_epochs=3, heartbeat=1, grace=60)
     worker = start_worker(studies, postgres_url, "--n-trials", "1")
     try:
-        wait_for(lambda: running(postgres_url), 240, "the first epoch")
+        wait_for(lambda: running(postgres_url), 480, "the first epoch", watching=(worker,))
         trial = running(postgres_url)[0]
         with holding(postgres_url, f"SELECT 1 FROM trials WHERE trial_id = {trial._trial_id} FOR NO KEY UPDATE"):
             drop_inside_call(
@@ -266,7 +250,7 @@ def test_worker_gives_up_on_an_unreachable_database_and_its_trial_is_retried_cle
     database = make_url(postgres_url).database
     worker = start_worker(studies, postgres_url, "--n-trials", "1")
     try:
-        wait_for(lambda: running(postgres_url, min_step=0), 240, "the first trial")
+        wait_for(lambda: running(postgres_url, min_step=0), 480, "the first trial", watching=(worker,))
         trial = running(postgres_url, min_step=0)[0]
         with holding(postgres_url, f"SELECT 1 FROM trials WHERE trial_id = {trial._trial_id} FOR NO KEY UPDATE"):
             wait_for(lambda: backends(postgres_url, [worker.pid], waiting=True), 120, "the final write")
@@ -348,7 +332,7 @@ def test_fault_injection_kills_workers_and_their_connections(postgres_url, tmp_p
         return next((t for t in trials if not first_epoch or t.last_step is None), None)
 
     try:
-        wait_for(lambda: len(running(url)) >= 2, 240, "two workers training")
+        wait_for(lambda: len(running(url)) >= 2, 480, "two workers training")
         with holding(url, "LOCK TABLE trial_intermediate_values IN ACCESS EXCLUSIVE MODE"):
             wait_for(lambda: terminate(url, waiting=True) > 0, 60, "a worker to report")
             terminate(url)

@@ -19,6 +19,7 @@ from optimize.training.dataset import load_study_data
 from optimize.workers.objective import Objective
 from optimize.workers.pool import CPU_THREAD_VARIABLES, plan_workers, split_trials, worker_env
 from tests.conftest import OPTIMIZE, write_tiny_study
+from tests.helpers import trials_of, wait_for
 
 
 def start_worker(studies: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
@@ -29,21 +30,6 @@ def start_worker(studies: Path, *args: str, env: dict | None = None) -> subproce
         text=True,
         env={**os.environ, "OPTIMIZE_STUDIES_DIR": str(studies), "PYTHONUNBUFFERED": "1", **(env or {})},
     )
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
-def trials_of(url: str) -> list[optuna.trial.FrozenTrial]:
-    """The tiny study's trials, or none while the study is not created yet."""
-    if "tiny" not in optuna.get_all_study_names(storage=url):
-        return []
-    return optuna.load_study(study_name="tiny", storage=url).get_trials()
 
 
 def test_plan_shares_trials_and_gpus():
@@ -88,8 +74,9 @@ def test_sigkill_trial_fails_after_grace_and_is_retried(postgres_url, tmp_path):
     victim = start_worker(studies, "--storage", postgres_url, "--n-trials", "1", "--seed", "1")
     wait_for(
         lambda: any(t.state == TrialState.RUNNING and t.last_step for t in trials_of(postgres_url)),
-        240,
+        480,
         "the victim's first epoch",
+        watching=(victim,),
     )
     victim.kill()
     victim.wait()
@@ -113,8 +100,9 @@ def test_sigterm_hands_the_trial_back(postgres_url, tmp_path):
     worker = start_worker(studies, "--storage", postgres_url, "--n-trials", "1")
     wait_for(
         lambda: any(t.state == TrialState.RUNNING and t.last_step for t in trials_of(postgres_url)),
-        240,
+        480,
         "the first epoch",
+        watching=(worker,),
     )
     sent = time.monotonic()
     worker.send_signal(signal.SIGTERM)
