@@ -1,4 +1,5 @@
-"""In-memory training batches with flips and 90-degree rotations, for `model.fit`."""
+"""Training batches for `model.fit`: flipped and rotated on the host (`TrainingBatches`), or cut on the
+device from arrays put there once (`device_batches`), for a model that flips and rotates them itself."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ class TrainingBatches(keras.utils.PyDataset):
         self._transforms = np.arange(8) if height == width else np.array([0, 2, 4, 6])
 
     def __len__(self) -> int:
-        return math.ceil(epoch_images(len(self.images), self.batch_size, self.drop_remainder) / self.batch_size)
+        return epoch_batches(len(self.images), self.batch_size, self.drop_remainder)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < len(self):
@@ -80,6 +81,11 @@ def epoch_images(n_images: int, batch_size: int, drop_remainder: bool) -> int:
     return n_images
 
 
+def epoch_batches(n_images: int, batch_size: int, drop_remainder: bool) -> int:
+    """Batches (training steps) in one epoch."""
+    return math.ceil(epoch_images(n_images, batch_size, drop_remainder) / batch_size)
+
+
 def _dihedral(batch: np.ndarray, transforms: np.ndarray) -> np.ndarray:
     """Each sample rotated by `transform % 4` quarter turns, after a left-right flip when `transform >= 4`."""
     out = np.empty_like(batch)
@@ -88,3 +94,81 @@ def _dihedral(batch: np.ndarray, transforms: np.ndarray) -> np.ndarray:
         samples = batch[chosen][:, :, ::-1] if transform >= 4 else batch[chosen]
         out[chosen] = np.rot90(samples, k=transform % 4, axes=(1, 2))
     return out
+
+
+class DeviceBatches(keras.utils.PyDataset):
+    """Shuffled (image, mask) batches cut on the device from arrays put there once, for `model.fit`.
+
+    The flips/rotations are the model's job here (`DihedralTraining`); the host only draws each epoch's
+    order, with the same rule as `TrainingBatches`. Under JAX the batches stay device arrays, which Keras
+    hands to the compiled step as they are. Under TensorFlow use `device_batches`, which builds a `tf.data`
+    pipeline instead: TensorFlow copies a PyDataset's batches through the host.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        masks: np.ndarray,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        drop_remainder: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.n_images = len(images)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_remainder = drop_remainder
+        self.seed = seed
+        self.images = keras.ops.convert_to_tensor(np.asarray(images, np.float32))
+        self.masks = keras.ops.convert_to_tensor(np.asarray(masks, np.float32))
+        self.epoch = 0
+        self._order = self._epoch_order()
+
+    def __len__(self) -> int:
+        return epoch_batches(self.n_images, self.batch_size, self.drop_remainder)
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range for {len(self)} batches")
+        samples = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        return keras.ops.take(self.images, samples, axis=0), keras.ops.take(self.masks, samples, axis=0)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._order = self._epoch_order()
+
+    def _epoch_order(self):
+        if not self.shuffle:
+            return keras.ops.arange(self.n_images, dtype="int32")
+        order = np.random.default_rng((self.seed, self.epoch)).permutation(self.n_images).astype(np.int32)
+        return keras.ops.convert_to_tensor(order)
+
+
+def device_batches(
+    images: np.ndarray,
+    masks: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle: bool = True,
+    drop_remainder: bool = False,
+    seed: int = 0,
+):
+    """Batches for `model.fit` (or its validation) that the backend keeps and cuts on its device, unflipped.
+
+    A `tf.data` pipeline under TensorFlow (reshuffled every epoch when `shuffle`, prefetched; an unshuffled
+    one is cached), a `DeviceBatches` otherwise. An epoch has `len(images) // batch_size` full batches when
+    `drop_remainder` (all images when there are fewer than one batch), as `TrainingBatches` has.
+    """
+    options = {"shuffle": shuffle, "drop_remainder": drop_remainder, "seed": seed}
+    if keras.backend.backend() != "tensorflow":
+        return DeviceBatches(images, masks, batch_size, **options)
+    import tensorflow as tf
+
+    drop = drop_remainder and len(images) >= batch_size
+    pairs = tf.data.Dataset.from_tensor_slices((np.asarray(images, np.float32), np.asarray(masks, np.float32)))
+    if not shuffle:
+        return pairs.batch(batch_size, drop_remainder=drop).cache().prefetch(tf.data.AUTOTUNE)
+    shuffled = pairs.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    return shuffled.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)

@@ -358,6 +358,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="tiles the model predicts at once (default: %(default)s)",
     )
 
+    warm = command(
+        "warm-cache",
+        cmd_warm_cache,
+        "Compile every program the study's search can draw (architecture x width x depth x micro-batch x "
+        "precision) once, into the JAX compile cache, so that the workers of a job array load them instead of "
+        "each compiling them: one small job on one GPU before the array starts.",
+    )
+    warm.add_argument(
+        "--study", required=True, metavar="NAME", help="study name: studies/NAME.toml (or a path to a .toml); required"
+    )
+    warm.add_argument(
+        "--data",
+        metavar="DIR",
+        help="folder with images/ and masks/, instead of the config's data (default: the config's [data])",
+    )
+    warm.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        help="the cache to fill (default: $OPTIMIZE_COMPILE_CACHE, else studies/.compile_cache), as the workers use",
+    )
+    warm.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="compile a study sized for a GPU on the CPU anyway (default: refused when no GPU is visible)",
+    )
+    warm.add_argument("--list", action="store_true", help="only list the programs; compile nothing")
+
     make = command("make-data", cmd_make_data, "Write a synthetic microbead data set as PNG files.")
     make.add_argument("--out", required=True, metavar="DIR", help="output folder (gets images/ and masks/); required")
     make.add_argument("--n", type=positive_int, default=96, help="number of images (default: %(default)s)")
@@ -603,6 +630,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"{out / 'beads.csv'} and {out / 'bead_areas.csv'} ({summary.beads} beads)"
     )
     return 0
+
+
+def cmd_warm_cache(args: argparse.Namespace) -> int:
+    from optimize.search.config import load_config
+    from optimize.workers.warm_cache import warm_cache
+
+    config = load_config(args.study)
+    import_quietly("keras")
+    return warm_cache(
+        config,
+        sys.stdout,
+        data_dir=args.data,
+        compile_cache=args.compile_cache,
+        allow_cpu=args.allow_cpu,
+        list_only=args.list,
+    )
 
 
 def cmd_make_data(args: argparse.Namespace) -> int:

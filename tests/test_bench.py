@@ -23,6 +23,7 @@ SCRIPTS = {
     "cli_startup": "| command ",
     "confirm": "| rank single run ",
     "demo": "| code ",
+    "epoch": "| epoch ",
     "object_metrics": "| masks ",
     "search_efficiency": "| method ",
     "storage": "| storage ",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tifffile
@@ -12,14 +13,17 @@ from PIL import Image
 
 from data import (
     DataError,
+    DihedralTraining,
     TrainingBatches,
     dataset_stats,
+    dihedral,
     epoch_images,
     format_stats_table,
     load_dataset,
     make_microbeads,
     objects_per_image,
     stratified_split,
+    undo_dihedral,
     write_microbeads,
 )
 
@@ -516,3 +520,48 @@ def test_plain_batches_keep_order_and_pixels():
 
     np.testing.assert_array_equal(np.concatenate([x for x, _ in all_batches(batches)]), images)
     assert (batches.workers, batches.max_queue_size) == (2, 4)
+
+
+# --- flips and rotations on the device ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (4, 6)])
+def test_device_flips_match_the_host_batches_and_undo(shape):
+    images = np.random.default_rng(0).normal(size=(16, *shape, 2)).astype(np.float32)
+    square = shape[0] == shape[1]
+    transforms = np.arange(16) % 8 if square else np.arange(16) % 4 * 2
+    expected = np.stack([host_dihedral(image, t) for image, t in zip(images, transforms, strict=True)])
+
+    turned = keras.ops.convert_to_numpy(dihedral(images, keras.ops.convert_to_tensor(transforms), square))
+    back = keras.ops.convert_to_numpy(undo_dihedral(turned, keras.ops.convert_to_tensor(transforms), square))
+
+    np.testing.assert_array_equal(turned, expected)
+    np.testing.assert_array_equal(back, images)
+
+
+def host_dihedral(image: np.ndarray, transform: int) -> np.ndarray:
+    """What the host-side augmentation does to one image (t >= 4 flips left-right, then t % 4 quarter turns)."""
+    flipped = image[:, ::-1] if transform >= 4 else image
+    return np.rot90(flipped, k=transform % 4, axes=(0, 1))
+
+
+def test_dihedral_training_shows_each_image_in_a_random_view_and_predicts_plainly():
+    """In training the output is `undo(network(view))` for one of the 8 views, drawn per image and step;
+    elsewhere the wrapper is the network."""
+    network = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(1, 3, padding="same", use_bias=False)])
+    wrapper = DihedralTraining(network, seed=3)
+    images = np.random.default_rng(1).normal(size=(32, 6, 6, 1)).astype(np.float32)
+    views = []
+    for transform in range(8):
+        transforms = keras.ops.full((32,), transform, "int32")
+        views.append(keras.ops.convert_to_numpy(undo_dihedral(network(dihedral(images, transforms)), transforms)))
+
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(wrapper(images)), keras.ops.convert_to_numpy(network(images)))
+    chosen = []
+    for _ in range(2):
+        output = keras.ops.convert_to_numpy(wrapper(images, training=True))
+        for sample, out in enumerate(output):
+            matches = [t for t in range(8) if np.allclose(out, views[t][sample], atol=1e-5)]
+            assert matches, f"sample {sample} is in none of the 8 views"
+            chosen.append(matches[0])
+    assert len(set(chosen)) == 8

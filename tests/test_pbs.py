@@ -173,6 +173,20 @@ def test_confirm_jobs_run_optimize_confirm_and_refuse_search_settings(tmp_path):
     )
 
 
+def test_warm_cache_job_runs_optimize_warm_cache_under_jax(tmp_path):
+    stub = tmp_path / "optimize-stub"
+    stub.write_text('#!/bin/bash\necho "args=$*"\necho "backend=$KERAS_BACKEND"\n')
+    stub.chmod(0o755)
+    env = worker_env(tmp_path, OPTIMIZE=str(stub))
+
+    result = run_script("warm_cache.pbs", env)
+
+    assert result.returncode == 0, result.stderr
+    assert "args=warm-cache --study tiny\nbackend=jax\n" in result.stdout
+    missing = run_script("warm_cache.pbs", {**env, "OPTIMIZE": str(tmp_path / "absent")})
+    assert missing.returncode == 2 and "not found" in missing.stderr
+
+
 def test_dashboard_prints_the_tunnel(tmp_path):
     env = worker_env(
         tmp_path,

@@ -12,7 +12,12 @@ from data import make_microbeads, stratified_split
 from optimize.results.record import HISTORY_COLUMNS
 from optimize.search.settings import TrainSettings
 from optimize.training.history import EpochHistory
-from optimize.training.train import make_optimizer, train
+from optimize.training.train import (
+    make_optimizer,
+    on_accelerator,
+    steps_per_execution,
+    train,
+)
 
 
 def split(n_images: int, size: int, seed: int = 0):
@@ -105,11 +110,14 @@ def test_plateau_schedule_lowers_the_rate(tiny_split):
 
 
 def test_clipnorm_mixed_precision_and_saving(tiny_split, tmp_path):
+    """The saved and the returned model are the plain network, not the wrapper that flips images in training."""
     path = tmp_path / "best.keras"
     settings = tiny_settings(precision="mixed_bfloat16", clipnorm=1.0, run_eagerly=False)
     result = train(settings, *tiny_split, save_path=path)
     assert path.exists()
     model = keras.models.load_model(path, compile=False)
+    assert type(model).__name__ == type(result.model).__name__ == "Functional"
+    assert [w.shape for w in model.weights] == [w.shape for w in result.model.weights]
     assert model.output.dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"
     assert math.isfinite(result.best_val_jaccard)
@@ -127,7 +135,46 @@ def test_divergence_is_reported(tiny_split):
     assert result.diverged
 
 
-@pytest.mark.parametrize("bad", [{"batch_size": 6, "gradient_accumulation_steps": 4}, {"loss": "hinge"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"batch_size": 6, "gradient_accumulation_steps": 4},
+        {"loss": "hinge"},
+        {"augment_on": "gpu"},
+        {"steps_per_execution": -1},
+    ],
+)
 def test_invalid_settings_are_rejected(bad):
     with pytest.raises(ValueError):
         TrainSettings(**bad)
+
+
+@pytest.mark.parametrize(
+    ("changes", "model_class"),
+    [
+        ({"augment_on": "host"}, "Functional"),
+        ({"augment_on": "device"}, "DihedralTraining"),
+        ({"augment_on": "device", "augment": False}, "Functional"),
+        ({"augment_on": "device", "steps_per_execution": 3}, "DihedralTraining"),
+    ],
+)
+def test_each_input_path_trains_every_epoch(tiny_split, changes, model_class):
+    trained = []
+
+    class Trained(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            trained.append((type(self.model).__name__, self.model.steps_per_execution))
+
+    settings = tiny_settings(**changes)
+    result = train(settings, *tiny_split, callbacks=[Trained()])
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    assert all(math.isfinite(row["val_jaccard"]) for row in result.history)
+    assert trained == [(model_class, settings.steps_per_execution or 1)]
+
+
+def test_steps_per_execution_is_one_epoch_on_a_gpu_and_one_step_on_a_cpu(monkeypatch):
+    assert not on_accelerator()  # CI has no GPU
+    assert steps_per_execution(TrainSettings(), steps_per_epoch=9) == 1
+    assert steps_per_execution(TrainSettings(steps_per_execution=4), steps_per_epoch=9) == 4
+    monkeypatch.setattr(keras.distribution, "list_devices", lambda: ["gpu:0"])
+    assert steps_per_execution(TrainSettings(), steps_per_epoch=9) == 9

@@ -6,7 +6,7 @@ pruner and objective. The fingerprint is plain JSON, stored as the study user at
 
 - `config`, compared strictly: the objective (the study file's `metric` and the direction); `[data]` image_size,
   val_fraction and split_seed; every `[training]` setting that is not searched, except the
-  execution modes jit_compile and run_eagerly; every `[search]` parameter with its choices or
+  execution modes (`EXECUTION_SETTINGS`); every `[search]` parameter with its choices or
   range; the `[pruner]` kind and the settings that kind uses.
 - `data`, compared strictly: for a folder, the name and size in bytes of every file under images/
   and masks/ (not the folder's absolute path: another node may mount the same files elsewhere);
@@ -14,7 +14,8 @@ pruner and objective. The fingerprint is plain JSON, stored as the study user at
   (image size, images, train/val split, objects per image, foreground fraction, object areas).
 - `joinable`, safe to change: description, `[budget]`, `[recovery]` (stored as `faults`, its
   former name), `[sampler]` (and `--seed`),
-  `[[enqueue]]` entries, `[training]` jit_compile and run_eagerly. They decide how many trials run,
+  `[[enqueue]]` entries, the `[training]` execution modes jit_compile, run_eagerly, augment_on and
+  steps_per_execution. They decide how many trials run,
   how crashes are handled, which points are tried next and how a step executes, never what a
   trial measures; they are recorded only to say what differs. Command-line flags such as
   `--n-trials`, `--timeout`, `--workers` and `--gpus`, the data folder's path and the config
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
 FINGERPRINT_ATTR = "fingerprint"
 FINGERPRINT_VERSION = 1
-EXECUTION_SETTINGS = ("jit_compile", "run_eagerly")
+EXECUTION_SETTINGS = ("jit_compile", "run_eagerly", "augment_on", "steps_per_execution")
 PRUNER_SETTINGS = {
     "asha": ("min_resource", "reduction_factor", "min_early_stopping_rate"),
     "hyperband": ("min_resource", "max_resource", "reduction_factor"),

@@ -15,6 +15,8 @@ from models import ARCHITECTURES, NORMS
 
 SCHEDULES = ("none", "plateau", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+AUGMENT_ON = ("device", "host")
+"""Where the flips/rotations run: inside the compiled step (`data.DihedralTraining`), or in the host's batches."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,9 @@ class TrainSettings:
     `focal_*`, `tversky_*` and `combined*_focal_weight` set the parameters of the losses that take them
     (`losses.LOSS_SETTINGS`); their defaults are read from the losses' catalogue, so a study that sets none of them
     trains the same loss as `losses.get(loss)`.
+
+    `steps_per_execution` 0 picks it by device: one execution per epoch on a GPU, one step on a CPU
+    (`optimize.training.train.executions`).
     """
 
     architecture: str = "unet"
@@ -53,6 +58,8 @@ class TrainSettings:
     max_epochs: int = 100
     patience: int = 30
     augment: bool = True
+    augment_on: str = "device"
+    steps_per_execution: int = 0
     drop_remainder: bool = True
     seed: int = 0
 
@@ -93,6 +100,7 @@ def _problems(settings: TrainSettings):
         "norm": NORMS,
         "schedule": SCHEDULES,
         "precision": PRECISIONS,
+        "augment_on": AUGMENT_ON,
     }
     for name, allowed in choices.items():
         value = getattr(settings, name)
@@ -121,6 +129,8 @@ def _problems(settings: TrainSettings):
             yield f"{name} = {getattr(settings, name)!r} must be >= 0"
     if not 0.0 < settings.plateau_factor < 1.0:
         yield f"plateau_factor = {settings.plateau_factor!r} must be in (0, 1)"
+    if settings.steps_per_execution < 0:
+        yield f"steps_per_execution = {settings.steps_per_execution!r} must be >= 0 (0: chosen by the device)"
     if settings.clipnorm < 0 or settings.warmup_epochs < 0:
         yield "clipnorm and warmup_epochs must be >= 0"
     if settings.batch_size % settings.gradient_accumulation_steps:

@@ -8,15 +8,14 @@
 - `validation`: the rest of each validation pass (`on_test_begin` to `on_test_end`);
 - `host`: the rest of each epoch: the other callbacks' epoch work, Keras' own bookkeeping.
 
-What a batch's window holds depends on the backend. Under JAX the batch is fetched from the
-`TrainingBatches` (slicing and flips/rotations) inside the step's window; under TensorFlow `tf.data`
-fetches it ahead in its own threads, and a step waits in its window only when that fetch is late.
-Either way a step's window ends once its loss is back on the host: Keras reads each batch's logs as
-Python floats whenever a callback overrides `on_train_batch_end` and is not `async_safe` (this one, and
-the worker's progress and stop callbacks, all do; TensorFlow always does), so a step returned
-asynchronously by the device is waited for before the window closes, and steps do not overlap. With
-`steps_per_execution > 1` a window holds that many steps (the first window, the compile, too); the
-project runs 1.
+A batch's window ends once its loss is back on the host: Keras reads each batch's logs as Python floats
+whenever a callback overrides `on_train_batch_end` and is not `async_safe` (this one, and the worker's
+progress and stop callbacks, all do; TensorFlow always does), so steps do not overlap across windows.
+The batches come from the device (`data.device_batches`: `tf.data` under TensorFlow, arrays already on
+the device under JAX) or, with `augment_on = "host"`, from NumPy (`TrainingBatches`), which under JAX
+are cut and flipped inside the window. With `steps_per_execution > 1` (on a GPU by default, a whole
+epoch) a window holds that many steps, and `compile` holds the whole first window: on a GPU the first
+epoch's steps count as compiling, which is a fraction of a second against a compile of a minute.
 
 `trial_time_split` turns these, the trial's wall time, its database seconds and its bead-metric seconds
 into the trial's system attr `optimize:time_split` (`optimize.results.record.TIME_SPLIT_PARTS`), whose parts add up

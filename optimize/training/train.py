@@ -17,7 +17,7 @@ import numpy as np
 
 import losses
 import models
-from data import TrainingBatches
+from data import DihedralTraining, TrainingBatches, device_batches, epoch_batches
 from optimize.search.settings import TrainSettings
 from optimize.training.history import EpochHistory
 
@@ -58,29 +58,30 @@ def train(
     keras.utils.set_random_seed(settings.seed)
     started = time.perf_counter()
     with dtype_policy(settings.precision):
-        model = build_model(settings, input_shape=train_data[0].shape[1:])
-        batches = TrainingBatches(
-            *train_data,
-            settings.micro_batch_size,
-            augment=settings.augment,
-            drop_remainder=settings.drop_remainder,
-            seed=settings.seed,
-        )
+        network = build_model(settings, input_shape=train_data[0].shape[1:])
+        batches, model, validation = training_inputs(settings, network, train_data, val_data)
+        steps = epoch_batches(len(train_data[0]), settings.micro_batch_size, settings.drop_remainder)
         model.compile(
-            optimizer=make_optimizer(settings, steps_per_epoch=len(batches)),
+            optimizer=make_optimizer(settings, steps_per_epoch=steps),
             loss=losses.get(settings.loss, **settings.loss_params()),
             metrics=losses.metrics(),
             jit_compile=settings.jit_compile,
             run_eagerly=settings.run_eagerly,
+            steps_per_execution=steps_per_execution(settings, steps),
         )
         # Created lazily, the optimizer's variables would make TensorFlow trace the training step twice.
         model.optimizer.build(model.trainable_variables)
-        fit_callbacks = [history, keras.callbacks.TerminateOnNaN(), *standard_callbacks(settings, save_path)]
+        fit_callbacks = [
+            history,
+            keras.callbacks.TerminateOnNaN(),
+            *standard_callbacks(settings, save_path, network=network),
+        ]
         model.fit(
             batches,
-            validation_data=val_data,
-            validation_batch_size=settings.micro_batch_size,
+            validation_data=validation,
+            validation_batch_size=settings.micro_batch_size if isinstance(validation, tuple) else None,
             epochs=settings.max_epochs,
+            shuffle=False,  # the batches shuffle themselves, every epoch
             callbacks=[*fit_callbacks, *callbacks],
             verbose=verbose,
         )
@@ -90,10 +91,10 @@ def train(
         best_epoch=best_epoch,
         best_val_jaccard=best_value,
         epochs_run=len(history.rows),
-        param_count=model.count_params(),
+        param_count=network.count_params(),
         train_seconds=time.perf_counter() - started,
         diverged=has_diverged(history.rows),
-        model=model,
+        model=network,
     )
 
 
@@ -107,6 +108,45 @@ def build_model(settings: TrainSettings, input_shape: tuple[int, ...]) -> keras.
         dropout=settings.dropout,
         norm=settings.norm,
     )
+
+
+def training_inputs(
+    settings: TrainSettings, network: keras.Model, train_data: Arrays, val_data: Arrays
+) -> tuple[object, keras.Model, object]:
+    """The training batches for `fit`, the model it trains (`network` or its `DihedralTraining` wrapper),
+    and the validation data.
+
+    With `augment_on = "device"` the images go to the device once and the flips/rotations run inside the
+    compiled step; with "host" each batch is cut, flipped and rotated by NumPy (`TrainingBatches`) and
+    Keras batches the validation arrays itself.
+    """
+    batch_size = settings.micro_batch_size
+    options = {"drop_remainder": settings.drop_remainder, "seed": settings.seed}
+    if settings.augment_on == "host":
+        return TrainingBatches(*train_data, batch_size, augment=settings.augment, **options), network, val_data
+    batches = device_batches(*train_data, batch_size, **options)
+    validation = device_batches(*val_data, batch_size, shuffle=False)
+    model = DihedralTraining(network, seed=settings.seed) if settings.augment else network
+    return batches, model, validation
+
+
+def steps_per_execution(settings: TrainSettings, steps_per_epoch: int) -> int:
+    """Training steps per call into the compiled program: the setting, or by device when it is 0.
+
+    On a GPU, one call per epoch: Keras then runs the callbacks once per epoch, so no step waits for the
+    host to read its loss, and validation (which uses the same setting) is one call too. Validation keeps
+    the micro-batch: val Jaccard is a mean of per-batch values, so its batches are part of what it
+    measures. On a CPU a step lasts far longer than that wait, and one step per call keeps the in-epoch
+    progress line and a stop signal's response to one step.
+    """
+    if settings.steps_per_execution:
+        return settings.steps_per_execution
+    return steps_per_epoch if on_accelerator() else 1
+
+
+def on_accelerator() -> bool:
+    """True when Keras' backend sees a GPU or TPU."""
+    return any(not device.lower().startswith("cpu") for device in keras.distribution.list_devices())
 
 
 def make_optimizer(settings: TrainSettings, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -133,8 +173,13 @@ def make_optimizer(settings: TrainSettings, steps_per_epoch: int) -> keras.optim
     )
 
 
-def standard_callbacks(settings: TrainSettings, save_path: str | Path | None) -> list[keras.callbacks.Callback]:
-    """Early stopping on validation Jaccard, the plateau schedule and best-model saving."""
+def standard_callbacks(
+    settings: TrainSettings, save_path: str | Path | None, network: keras.Model | None = None
+) -> list[keras.callbacks.Callback]:
+    """Early stopping on validation Jaccard, the plateau schedule and best-model saving.
+
+    `network` is the model to save when `fit` trains a wrapper of it (`DihedralTraining`).
+    """
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.EarlyStopping(
             monitor="val_jaccard", mode="max", patience=settings.patience, restore_best_weights=True
@@ -151,10 +196,19 @@ def standard_callbacks(settings: TrainSettings, save_path: str | Path | None) ->
             )
         )
     if save_path is not None:
-        callbacks.append(
-            keras.callbacks.ModelCheckpoint(str(save_path), monitor="val_jaccard", mode="max", save_best_only=True)
-        )
+        callbacks.append(SaveBest(str(save_path), network))
     return callbacks
+
+
+class SaveBest(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint` of the best val Jaccard that saves `network` (the trained model when None)."""
+
+    def __init__(self, path: str, network: keras.Model | None = None) -> None:
+        super().__init__(path, monitor="val_jaccard", mode="max", save_best_only=True)
+        self.network = network
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(self.network or model)
 
 
 def has_diverged(rows: list[dict[str, float]]) -> bool:

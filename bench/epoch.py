@@ -1,0 +1,189 @@
+"""A real epoch against its training steps alone, and whether the lean epoch still learns the same.
+
+Times `optimize.training.train` (the trial's own training: its batches, validation, callbacks) with each
+way of running an epoch, against the floor of the same number of training steps on one batch that is
+already in memory, run as one call per epoch with no validation and no callbacks. Goal: a real epoch
+at most 1.15× that floor. Then trains the old path (flips/rotations on the host, one step per call) and
+the project's defaults for the same epochs on 3 seeds, and compares val Jaccard at the last epoch.
+
+    python bench/epoch.py                                   # CPU: 64², base 8, depth 3, batch 4
+    KERAS_BACKEND=jax python bench/epoch.py --size 512 --base-filters 64 --depth 4 --batch 32 \\
+        --precision mixed_bfloat16 --jit                    # one GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from _common import add_output_args, describe_machine, markdown_table, publish  # noqa: E402
+
+import losses  # noqa: E402
+from data import device_batches, make_microbeads, stratified_split  # noqa: E402
+from optimize.search.settings import TrainSettings  # noqa: E402
+from optimize.training.train import build_model, dtype_policy, make_optimizer, train  # noqa: E402
+
+GOAL_RATIO = 1.15
+USERS_IMAGES = 86  # split 0.15: the users' 73 training images
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Wall seconds of each epoch, `on_epoch_begin` to `on_epoch_end`, and of its validation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epochs: list[float] = []
+        self.validations: list[float] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self.test_started = time.perf_counter()
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        self.validations.append(time.perf_counter() - self.test_started)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epochs.append(time.perf_counter() - self.started)
+
+
+def steps_floor(settings: TrainSettings, images: np.ndarray, masks: np.ndarray, steps: int, epochs: int) -> float:
+    """Median seconds of `steps` training steps on one resident batch, one call per epoch, nothing else."""
+    batch = settings.micro_batch_size
+    same_batch = device_batches(
+        np.repeat(images[:batch], steps, axis=0), np.repeat(masks[:batch], steps, axis=0), batch, drop_remainder=True
+    )
+    keras.utils.set_random_seed(settings.seed)
+    with dtype_policy(settings.precision):
+        model = build_model(settings, images.shape[1:])
+        model.compile(
+            optimizer=make_optimizer(settings, steps),
+            loss=losses.get(settings.loss, **settings.loss_params()),
+            metrics=losses.metrics(),
+            jit_compile=settings.jit_compile,
+            steps_per_execution=steps,
+        )
+        clock = EpochClock()
+        model.fit(same_batch, epochs=epochs, shuffle=False, callbacks=[clock], verbose=0)
+    return statistics.median(clock.epochs[1:])
+
+
+def timed_training(settings: TrainSettings, train_data, val_data) -> tuple[float, float, float]:
+    """Median later epoch, its validation, and the last epoch's val Jaccard of one `train` run."""
+    clock = EpochClock()
+    result = train(settings, train_data, val_data, callbacks=[clock])
+    last_val_jaccard = result.history[-1]["val_jaccard"]
+    return statistics.median(clock.epochs[1:]), statistics.median(clock.validations[1:]), last_val_jaccard
+
+
+def ok(passed: bool) -> str:
+    return "yes" if passed else "no"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--base-filters", type=int, default=8)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--precision", default="float32")
+    parser.add_argument("--jit", action="store_true", help="jit_compile on (always on under JAX)")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs of the timed runs (the first is left out)")
+    parser.add_argument("--learning-epochs", type=int, default=20, help="epochs of the 3-seed learning check")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds, each running every variant in turn")
+    add_output_args(parser)
+    args = parser.parse_args()
+    if args.smoke:
+        args.size, args.epochs, args.learning_epochs, args.seeds, args.rounds = 32, 3, 3, [0], 1
+    backend = keras.backend.backend()
+    images, masks = make_microbeads(USERS_IMAGES, args.size, 0)
+    train_index, val_index = stratified_split(masks, 0.15, seed=0)
+    train_data, val_data = (images[train_index], masks[train_index]), (images[val_index], masks[val_index])
+    base = TrainSettings(
+        base_filters=args.base_filters,
+        depth=args.depth,
+        batch_size=args.batch,
+        precision=args.precision,
+        jit_compile=args.jit or backend == "jax",
+        learning_rate=1e-3,
+        max_epochs=args.epochs,
+        patience=args.epochs,
+    )
+    steps = len(train_index) // args.batch
+    variants = {
+        "host flips, one step per call (before)": {"augment_on": "host", "steps_per_execution": 1},
+        "device flips, one step per call": {"augment_on": "device", "steps_per_execution": 1},
+        f"device flips, one call per epoch ({steps} steps)": {"augment_on": "device", "steps_per_execution": steps},
+    }
+    floors, epochs, validations = [], {label: [] for label in variants}, {label: [] for label in variants}
+    for round_number in range(args.rounds):
+        floors.append(steps_floor(base, *train_data, steps, args.epochs))
+        for label, changes in variants.items():
+            epoch, validation, _ = timed_training(base.replace(**changes), train_data, val_data)
+            epochs[label].append(epoch)
+            validations[label].append(validation)
+        print(
+            f"round {round_number + 1}: floor {floors[-1] * 1000:.0f} ms, "
+            + ", ".join(f"{label} {values[-1] * 1000:.0f} ms" for label, values in epochs.items()),
+            flush=True,
+        )
+    floor = statistics.median(floors)
+    rows = []
+    for label in variants:
+        epoch = statistics.median(epochs[label])
+        ratios = sorted(value / floor for value in epochs[label])
+        rows.append(
+            [
+                label,
+                f"{epoch * 1000:.0f}",
+                f"{statistics.median(validations[label]) * 1000:.0f}",
+                f"{epoch / floor:.2f}",
+                f"{ratios[0]:.2f}–{ratios[-1]:.2f}",
+                ok(epoch / floor <= GOAL_RATIO),
+            ]
+        )
+    timing = markdown_table(
+        ["epoch", "real epoch (ms)", "of it validation (ms)", "÷ steps floor", "range over rounds", "≤ 1.15×"], rows
+    )
+    learning_rows, differences = [], []
+    learning = base.replace(max_epochs=args.learning_epochs, patience=args.learning_epochs)
+    for seed in args.seeds:
+        values = []
+        for changes in ({"augment_on": "host", "steps_per_execution": 1}, {}):
+            values.append(timed_training(learning.replace(seed=seed, **changes), train_data, val_data)[2])
+        differences.append(values[1] - values[0])
+        learning_rows.append([seed, f"{values[0]:.4f}", f"{values[1]:.4f}", f"{values[1] - values[0]:+.4f}"])
+        print(f"seed {seed}: host {values[0]:.4f}, device {values[1]:.4f}", flush=True)
+    learning_table = markdown_table(
+        ["seed", "host flips (before)", "defaults (device flips)", "difference"], learning_rows
+    )
+    spread = statistics.stdev(differences) if len(differences) > 1 else float("nan")
+    body = "\n\n".join(
+        [
+            f"{backend}, {args.size}² synthetic beads ({len(train_index)} training, {len(val_index)} validation "
+            f"images), base {args.base_filters}, depth {args.depth}, batch {args.batch}, {args.precision}, "
+            f"jit_compile {str(base.jit_compile).lower()}. Each of {args.rounds} rounds trains every variant for "
+            f"{args.epochs} epochs (median of epochs 2–{args.epochs}); the table gives the median over rounds. "
+            f"Steps floor: {steps} training steps on one batch already in memory, one call per epoch, no "
+            f"validation and no callbacks: {floor * 1000:.0f} ms (median over rounds).",
+            timing,
+            f"Learning: val Jaccard at epoch {args.learning_epochs} (learning rate 1e-3), the same data and "
+            f"seed for both; mean difference {statistics.mean(differences):+.4f} (standard deviation "
+            f"{spread:.4f} over seeds).",
+            learning_table,
+        ]
+    )
+    publish(args, "A real epoch against its training steps", body, describe_machine())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
