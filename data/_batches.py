@@ -52,10 +52,14 @@ class TrainingBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return epoch_batches(len(self.images), self.batch_size, self.drop_remainder)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def samples(self, index: int) -> np.ndarray:
+        """The indices of batch `index` of this epoch."""
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range for {len(self)} batches")
-        samples = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self._order[index * self.batch_size : (index + 1) * self.batch_size]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        samples = self.samples(index)
         images, masks = self.images[samples], self.masks[samples]
         if self.augment:
             rng = np.random.default_rng((self.seed, self.epoch, index))
@@ -96,13 +100,13 @@ def _dihedral(batch: np.ndarray, transforms: np.ndarray) -> np.ndarray:
     return out
 
 
-class DeviceBatches(keras.utils.PyDataset):
-    """Shuffled (image, mask) batches cut on the device from arrays put there once, for `model.fit`.
+class DeviceBatches(TrainingBatches):
+    """`TrainingBatches` without flips, cut on the device from arrays put there once, for `model.fit`.
 
     The flips/rotations are the model's job here (`DihedralTraining`); the host only draws each epoch's
-    order, with the same rule as `TrainingBatches`. Under JAX the batches stay device arrays, which Keras
-    hands to the compiled step as they are. Under TensorFlow use `device_batches`, which builds a `tf.data`
-    pipeline instead: TensorFlow copies a PyDataset's batches through the host.
+    order. Under JAX the batches stay device arrays, which Keras hands to the compiled step as they are.
+    Under TensorFlow use `device_batches`, which builds a `tf.data` pipeline instead: TensorFlow copies a
+    PyDataset's batches through the host.
     """
 
     def __init__(
@@ -115,35 +119,13 @@ class DeviceBatches(keras.utils.PyDataset):
         drop_remainder: bool = False,
         seed: int = 0,
     ) -> None:
-        super().__init__()
-        self.n_images = len(images)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.drop_remainder = drop_remainder
-        self.seed = seed
-        self.images = keras.ops.convert_to_tensor(np.asarray(images, np.float32))
-        self.masks = keras.ops.convert_to_tensor(np.asarray(masks, np.float32))
-        self.epoch = 0
-        self._order = self._epoch_order()
-
-    def __len__(self) -> int:
-        return epoch_batches(self.n_images, self.batch_size, self.drop_remainder)
+        options = {"shuffle": shuffle, "drop_remainder": drop_remainder, "seed": seed}
+        super().__init__(images, masks, batch_size, augment=False, **options)
+        self.on_device = (keras.ops.convert_to_tensor(self.images), keras.ops.convert_to_tensor(self.masks))
 
     def __getitem__(self, index: int):
-        if not 0 <= index < len(self):
-            raise IndexError(f"batch {index} out of range for {len(self)} batches")
-        samples = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        return keras.ops.take(self.images, samples, axis=0), keras.ops.take(self.masks, samples, axis=0)
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self._order = self._epoch_order()
-
-    def _epoch_order(self):
-        if not self.shuffle:
-            return keras.ops.arange(self.n_images, dtype="int32")
-        order = np.random.default_rng((self.seed, self.epoch)).permutation(self.n_images).astype(np.int32)
-        return keras.ops.convert_to_tensor(order)
+        samples = keras.ops.convert_to_tensor(self.samples(index).astype(np.int32))
+        return tuple(keras.ops.take(array, samples, axis=0) for array in self.on_device)
 
 
 def device_batches(

@@ -13,9 +13,11 @@ from PIL import Image
 
 from data import (
     DataError,
+    DeviceBatches,
     DihedralTraining,
     TrainingBatches,
     dataset_stats,
+    device_batches,
     dihedral,
     epoch_images,
     format_stats_table,
@@ -565,3 +567,31 @@ def test_dihedral_training_shows_each_image_in_a_random_view_and_predicts_plainl
             assert matches, f"sample {sample} is in none of the 8 views"
             chosen.append(matches[0])
     assert len(set(chosen)) == 8
+
+
+def test_device_batches_cut_the_host_batches_unflipped():
+    """`DeviceBatches` (JAX) and the `tf.data` pipeline (TensorFlow) give full, unflipped batches of
+    every image once per epoch, reshuffled; `DeviceBatches` in the order `TrainingBatches` draws."""
+    images, masks = random_pairs(10)
+    host = TrainingBatches(images, masks, 4, augment=False, drop_remainder=True, seed=5)
+    on_device = DeviceBatches(images, masks, 4, drop_remainder=True, seed=5)
+    pipeline = device_batches(images, masks, 4, drop_remainder=True, seed=5)
+
+    for _ in range(2):
+        assert len(on_device) == len(host) == 2
+        for (x, y), (hx, hy) in zip(all_batches(on_device), all_batches(host), strict=True):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(x), hx)
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(y), hy)
+        on_device.on_epoch_end()
+        host.on_epoch_end()
+    epochs = []
+    for _ in range(2):
+        epochs.append([(np.asarray(x), np.asarray(y)) for x, y in pipeline])
+        if hasattr(pipeline, "on_epoch_end"):  # a DeviceBatches (JAX): Keras calls this between epochs
+            pipeline.on_epoch_end()
+    for batches in epochs:
+        assert [x.shape for x, _ in batches] == [(4, 16, 16, 1)] * 2
+        for x, y in batches:
+            np.testing.assert_array_equal(y, x > 0.5)
+            assert all(any(np.array_equal(sample, image) for image in images) for sample in x)
+    assert not np.array_equal(epochs[0][0][0], epochs[1][0][0])
