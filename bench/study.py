@@ -18,6 +18,7 @@ and median compile seconds, cold against warm; `export-best` and `report` wall t
 
     KERAS_BACKEND=jax python bench/study.py                    # one GPU node: its GPUs, 512², 2 × 30 trials
     KERAS_BACKEND=jax python bench/study.py --data DIR         # the same on the users' images
+    KERAS_BACKEND=jax python bench/study.py --trials 8 --one-pass --warm-cache   # short: cold, then warm-cache
     python bench/study.py --cpu                                # 64², base 8, depth 3, 10 epochs, 2 workers
     python bench/study.py --smoke                              # CI: 2 trials of a 32² tiny study, one pass
 """
@@ -245,10 +246,18 @@ def run_optimize(args: list[str], env: dict[str, str], log: Path) -> float:
 
 
 def run_pass(
-    label: str, study: str, mode: Mode, folder: Path, env: dict[str, str], data: Path | None, first: bool
+    label: str,
+    study: str,
+    mode: Mode,
+    folder: Path,
+    env: dict[str, str],
+    data: Path | None,
+    first: bool,
+    cache: Path | None = None,
 ) -> Pass:
+    """One `optimize run` of the whole study, with the shared compile cache or `cache`."""
     args = ["run", "--study", STUDY, "--n-trials", str(mode.trials), *mode.workers]
-    args += ["--compile-cache", str(folder / "compile_cache")]
+    args += ["--compile-cache", str(cache or folder / "compile_cache")]
     if not first:
         args += ["--new-study", study]
     if data is not None:
@@ -352,9 +361,16 @@ def main() -> None:
         action="store_true",
         help="the cold pass only (under TensorFlow, which has no compile cache, the warm pass repeats it)",
     )
+    parser.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="JAX: one more pass, on a new cache filled first by `optimize warm-cache` (its wall in the pass's name)",
+    )
     add_output_args(parser)
     args = parser.parse_args()
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if args.warm_cache and backend != "jax":
+        raise SystemExit(f"--warm-cache fills JAX's compile cache; the {backend} backend has none: KERAS_BACKEND=jax")
     gpus = visible_gpus()
     mode = modes(backend, len(gpus))["smoke" if args.smoke else "cpu" if args.cpu else "gpu"]
     if args.trials is not None:
@@ -379,6 +395,12 @@ def main() -> None:
         for index, label in enumerate(mode.passes):
             study = STUDY if index == 0 else f"{STUDY}-{label}"
             passes.append(run_pass(label, study, mode, folder, env, data, first=index == 0))
+        if args.warm_cache:
+            warmed = folder / "warmed_cache"
+            warm_args = ["warm-cache", "--study", STUDY, "--compile-cache", str(warmed)]
+            warm_wall = run_optimize(warm_args + (["--data", str(data)] if data else []), env, folder / "warm.log")
+            label = f"after warm-cache ({seconds(warm_wall)})"
+            passes.append(run_pass(label, f"{STUDY}-warmed", mode, folder, env, data, first=False, cache=warmed))
         export = run_optimize(["export-best", "--study", STUDY], env, folder / "export.log")
         report = run_optimize(["report", "--study", STUDY], env, folder / "report.log")
         if not (studies / STUDY / "report").is_dir():
