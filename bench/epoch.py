@@ -103,7 +103,7 @@ def main() -> None:
     add_output_args(parser)
     args = parser.parse_args()
     if args.smoke:
-        args.size, args.epochs, args.learning_epochs, args.seeds, args.rounds = 32, 3, 3, [0], 1
+        args.size, args.epochs, args.learning_epochs, args.seeds, args.rounds = 32, 2, 2, [0], 1
     backend = keras.backend.backend()
     images, masks = make_microbeads(USERS_IMAGES, args.size, 0)
     train_index, val_index = stratified_split(masks, 0.15, seed=0)

@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compile a study sized for a GPU on the CPU anyway (default: refused when no GPU is visible)",
     )
-    warm.add_argument("--list", action="store_true", help="only list the programs; compile nothing")
+    warm.add_argument("--list", action="store_true", help="only list the programs; compile nothing (default: off)")
 
     make = command("make-data", cmd_make_data, "Write a synthetic microbead data set as PNG files.")
     make.add_argument("--out", required=True, metavar="DIR", help="output folder (gets images/ and masks/); required")

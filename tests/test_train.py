@@ -118,6 +118,8 @@ def test_clipnorm_mixed_precision_and_saving(tiny_split, tmp_path):
     model = keras.models.load_model(path, compile=False)
     assert type(model).__name__ == type(result.model).__name__ == "Functional"
     assert [w.shape for w in model.weights] == [w.shape for w in result.model.weights]
+    compiled = keras.models.load_model(path)  # compiled alike: the file restores loss and metrics
+    assert {"loss", "jaccard"} <= set(compiled.evaluate(*tiny_split[1], verbose=0, return_dict=True))
     assert model.output.dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"
     assert math.isfinite(result.best_val_jaccard)

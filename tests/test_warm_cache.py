@@ -69,17 +69,15 @@ def test_lists_without_compiling_and_refuses_a_backend_without_cache(tmp_path):
 
 
 def test_fills_the_compile_cache_program_by_program(tmp_path):
-    compiled_study(tmp_path)
+    compiled_study(tmp_path, SEARCH.replace("batch_size = [4, 8]", "batch_size = [8]"))
     cache = tmp_path / "cache"
 
     warmed = run_optimize(tmp_path, "warm-cache", "--study", "tiny", "--compile-cache", str(cache), backend="jax")
 
     assert warmed.returncode == 0, warmed.stdout + warmed.stderr
     assert [line.split("  ")[0] for line in warmed.stdout.splitlines() if line.startswith("program ")] == [
-        "program 1/4",
-        "program 2/4",
-        "program 3/4",
-        "program 4/4",
+        "program 1/2",
+        "program 2/2",
     ]
-    assert "warmed 4 programs" in warmed.stdout
+    assert "warmed 2 programs" in warmed.stdout
     assert any(cache.iterdir()), "nothing was written to the compile cache"

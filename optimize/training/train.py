@@ -71,6 +71,15 @@ def train(
         )
         # Created lazily, the optimizer's variables would make TensorFlow trace the training step twice.
         model.optimizer.build(model.trainable_variables)
+        if model is not network:
+            # The network is what is saved: compiled alike, its file restores the loss, metrics and optimizer.
+            network.compile(
+                optimizer=model.optimizer,
+                loss=model.loss,
+                metrics=losses.metrics(),
+                jit_compile=settings.jit_compile,
+                run_eagerly=settings.run_eagerly,
+            )
         fit_callbacks = [
             history,
             keras.callbacks.TerminateOnNaN(),
