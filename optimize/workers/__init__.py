@@ -2,7 +2,9 @@
 
 `worker` joins the study and runs trials (`optimize run`); `pool` starts one worker process per GPU or
 per `--workers`; `objective` is one trial: suggest, train, store; `pruning` reports each epoch to Optuna;
-`interrupt` turns SIGTERM and SIGINT into a trial handed back; `progress` prints trials and epochs.
+`interrupt` turns SIGTERM and SIGINT into a trial handed back; `progress` prints trials and epochs;
+`confirm` re-trains the best configurations (`optimize confirm`); `warm_cache` compiles a study's programs
+ahead of its workers (`optimize warm-cache`).
 
 Names load on first use: the pool's parent process and `--gpus` parsing never import Keras.
 """
@@ -16,6 +18,7 @@ _EXPORTS = {
     "run_worker_pool": "pool",
     "plan_workers": "pool",
     "choose_gpus": "pool",
+    "warm_cache": "warm_cache",
 }
 
 __all__ = sorted(_EXPORTS)
