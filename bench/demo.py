@@ -67,7 +67,7 @@ def time_demo(source: Path, study: str, studies_dir: Path | None, folder: Path) 
     text = log.read_text()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(command)} failed in {source}:\n{text[-3000:]}")
-    best = re.search(r"^best  trial \d+: val_jaccard ([\d.]+)", text, re.MULTILINE)
+    best = re.search(r"^best +trial \d+:? +val_jaccard ([\d.]+)", text, re.MULTILINE)
     trials = len(re.findall(r"^trial +\d+ ", text, re.MULTILINE))
     return DemoRun(wall, usage.ru_utime, usage.ru_stime, trials, float(best.group(1)) if best else float("nan"))
 
