@@ -153,3 +153,33 @@ def call_api(app, path: str):
     }
     body = b"".join(app(environ, start_response))
     return body if status["code"].startswith("200") else None
+
+
+def pop_waiting(url: str, barrier, popped) -> None:
+    """Take WAITING trials as a worker does (`Study._pop_waiting_trial_id`) until none is left."""
+    storage = open_storage(url)
+    study = optuna.load_study(study_name="queue", storage=storage)
+    barrier.wait()
+    while (trial_id := study._pop_waiting_trial_id()) is not None:
+        popped.put(trial_id)
+
+
+def test_workers_on_sqlite_never_take_the_same_queued_trial(tmp_path):
+    """Python's sqlite3 begins a transaction only at the first write, so two workers could both read a
+    trial as WAITING and both run it; every transaction now takes SQLite's write lock when it begins."""
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    study = optuna.create_study(study_name="queue", storage=open_storage(url))
+    for value in range(60):
+        study.enqueue_trial({"x": value}, skip_if_exists=False)
+    context = multiprocessing.get_context("spawn")
+    barrier, popped = context.Barrier(4), context.Queue()
+    processes = [context.Process(target=pop_waiting, args=(url, barrier, popped)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    taken = []
+    while not popped.empty():
+        taken.append(popped.get())
+    assert [process.exitcode for process in processes] == [0, 0, 0, 0]
+    assert len(taken) == 60 and len(set(taken)) == 60, f"taken twice: {sorted(t for t in taken if taken.count(t) > 1)}"
