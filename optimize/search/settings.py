@@ -29,7 +29,7 @@ class TrainSettings:
     trains the same loss as `losses.get(loss)`.
 
     `steps_per_execution` 0 picks it by device: one execution per epoch on a GPU, one step on a CPU
-    (`optimize.training.train.executions`).
+    (`optimize.training.train.steps_per_execution`).
     """
 
     architecture: str = "unet"

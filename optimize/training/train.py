@@ -148,14 +148,11 @@ def steps_per_execution(settings: TrainSettings, steps_per_epoch: int) -> int:
     measures. On a CPU a step lasts far longer than that wait, and one step per call keeps the in-epoch
     progress line and a stop signal's response to one step.
     """
+    from optimize.training.device import training_device  # it imports this module
+
     if settings.steps_per_execution:
         return settings.steps_per_execution
-    return steps_per_epoch if on_accelerator() else 1
-
-
-def on_accelerator() -> bool:
-    """True when Keras' backend sees a GPU or TPU."""
-    return any(not device.lower().startswith("cpu") for device in keras.distribution.list_devices())
+    return steps_per_epoch if training_device()[0] == "GPU" else 1
 
 
 def make_optimizer(settings: TrainSettings, steps_per_epoch: int) -> keras.optimizers.Optimizer:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from pathlib import Path
 from typing import TextIO
 
 from optimize.errors import UsageError
@@ -82,6 +81,7 @@ def warm_cache(
     from optimize.training.dataset import load_study_data
     from optimize.training.device import check_device
     from optimize.training.train import train
+    from optimize.workers.objective import release_memory
 
     cache_dir = resolve_cache_dir(compile_cache)
     backend = keras.backend.backend()
@@ -103,13 +103,13 @@ def warm_cache(
         for name in programs:
             print(f"  {name}", file=stream)
         return 0
-    enable_compile_cache(Path(cache_dir))
+    enable_compile_cache(cache_dir)
     check_device(config, data, allow_cpu, stream)
     started = time.perf_counter()
     for number, (name, settings) in enumerate(programs.items(), start=1):
         began = time.perf_counter()
         train(settings.replace(max_epochs=1, patience=1), data.train, data.val)
-        keras.backend.clear_session()
+        release_memory()
         seconds = time.perf_counter() - began
         print(f"program {number}/{len(programs)}  {name}  {seconds:.1f} s", file=stream, flush=True)
     total = time.perf_counter() - started
