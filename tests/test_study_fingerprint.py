@@ -413,3 +413,21 @@ def test_a_study_keeps_its_rungs_when_a_pruner_default_changes(tmp_path):
     assert refused.returncode != 0
     assert "study tiny was created with [pruner] reduction_factor 3; " in one_line(refused.stderr)
     assert "now says 2" in refused.stderr
+
+
+def test_a_joiner_waits_for_the_fingerprint_of_a_new_study_whose_queue_is_already_filled(tmp_path):
+    """A creator enqueues its trials before it stores the fingerprint: queued trials do not make a study old."""
+    url = f"sqlite:///{tmp_path / 'tiny.db'}"
+    config = tiny_config(tiny_text())
+    data = load_study_data(config)
+    creator, created = create_or_join(config, open_storage(url))
+    creator.enqueue_trial({"architecture": "unet", "loss": "dice", "learning_rate": 1e-2})
+    joiner, joined_created = create_or_join(config, open_storage(url))
+    storing = threading.Timer(0.5, record_study_attrs, args=(creator, config, data), kwargs={"created": created})
+    storing.start()
+
+    line = record_study_attrs(joiner, config, data, created=joined_created)
+    storing.join()
+
+    assert created and not joined_created
+    assert line == "joined study tiny: same settings and data as when it was created"

@@ -35,6 +35,8 @@ FINGERPRINT_WAIT_SECONDS = 10.0
 FINGERPRINT_POLL_SECONDS = 0.2
 SETTLE_SECONDS = 1.0
 BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+RAN_STATES = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+"""States of trials that have left the queue: a study holding one was made, and ran, before this worker."""
 PACKAGES = (
     "microbead-optimize",
     "optuna",
@@ -194,15 +196,18 @@ def check_same(
 def wait_for_fingerprint(study: optuna.Study) -> dict | None:
     """The stored fingerprint; for a study another worker has just created, once its creator has stored it.
 
-    None for a study made before fingerprints existed (it holds a stored config or trials), or when
-    none appears within `FINGERPRINT_WAIT_SECONDS` (its creator died right after creating it).
+    None for a study made before fingerprints existed (it holds a stored config or trials that have run), or
+    when none appears within `FINGERPRINT_WAIT_SECONDS` (its creator died right after creating it). Queued
+    trials alone prove nothing: a new study's creator enqueues its trials before it stores the fingerprint.
     """
     deadline = time.monotonic() + FINGERPRINT_WAIT_SECONDS
     while True:
         attrs = study_attrs(study)
         if FINGERPRINT_ATTR in attrs:
             return attrs[FINGERPRINT_ATTR]
-        made_before = "config_toml" in attrs or with_retry(lambda: study.get_trials(deepcopy=False), "reading trials")
+        made_before = "config_toml" in attrs or with_retry(
+            lambda: study.get_trials(deepcopy=False, states=RAN_STATES), "reading trials"
+        )
         if made_before or time.monotonic() > deadline:
             return None
         time.sleep(FINGERPRINT_POLL_SECONDS)
