@@ -12,7 +12,12 @@ new process as a new worker would be, in this order:
 Reported per trial: model build, first epoch − median later epoch (tracing, compilation,
 autotuning), time outside the epochs, and the whole `train()` wall time.
 
+`--autotune-levels 4,1,0` measures XLA's autotuning trade-off instead (`[training] xla_autotune_level`):
+trial A in a new worker with the cache off, once per level: the compile seconds each level saves
+against the later epochs it may slow down.
+
     KERAS_BACKEND=jax python bench/compile_cost.py                 # one GPU: 512², base 64, batch 16
+    KERAS_BACKEND=jax python bench/compile_cost.py --autotune-levels 4,1,0 --batch 32 --precision mixed_bfloat16
     KERAS_BACKEND=jax python bench/compile_cost.py --smoke         # CPU, seconds
 """
 
@@ -53,9 +58,11 @@ def child(args: argparse.Namespace) -> None:
     """Run the named trials in this process and print one JSON line per trial."""
     from data import make_microbeads, stratified_split
     from optimize.search.settings import TrainSettings
+    from optimize.training.autotune import apply_autotune_level
     from optimize.training.compile_cache import enable_compile_cache
     from optimize.training.train import train
 
+    apply_autotune_level(args.autotune_level)
     if args.cache_dir:
         enable_compile_cache(Path(args.cache_dir))
     images, masks = make_microbeads(args.images, args.size, seed=0)
@@ -88,8 +95,10 @@ def child(args: argparse.Namespace) -> None:
         )
 
 
-def run_scenario(args: argparse.Namespace, label: str, cache_dir: Path | None, trials: tuple[str, ...]) -> list[dict]:
-    command = [sys.executable, __file__, "--child", "--trials", ",".join(trials)]
+def run_scenario(
+    args: argparse.Namespace, label: str, cache_dir: Path | None, trials: tuple[str, ...], level: int = 4
+) -> list[dict]:
+    command = [sys.executable, __file__, "--child", "--trials", ",".join(trials), f"--autotune-level={level}"]
     for key in ("size", "base_filters", "depth", "batch", "precision", "epochs", "images"):
         command.append(f"--{key.replace('_', '-')}={getattr(args, key)}")
     if args.smoke:
@@ -138,6 +147,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--trials", default="A", help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--autotune-level", type=int, default=4, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--autotune-levels",
+        default=None,
+        help="compare these XLA autotune levels (e.g. 4,1,0): trial A per level, new worker, cache off",
+    )
     add_output_args(parser)
     args = parser.parse_args(argv)
     if args.smoke and not args.child:
@@ -151,11 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         child(args)
         return 0
     machine = describe_machine()
-    with tempfile.TemporaryDirectory(prefix="compile-cache-") as tmp:
-        cache = Path(tmp) / "cache"
-        results = []
-        for label, cached, trials in SCENARIOS:
-            results += run_scenario(args, label, cache if cached else None, trials)
+    results = []
+    if args.autotune_levels:
+        for level in (int(level) for level in args.autotune_levels.split(",")):
+            results += run_scenario(args, f"autotune level {level}, cache off, new worker", None, ("A",), level)
+    else:
+        with tempfile.TemporaryDirectory(prefix="compile-cache-") as tmp:
+            cache = Path(tmp) / "cache"
+            for label, cached, trials in SCENARIOS:
+                results += run_scenario(args, label, cache if cached else None, trials)
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     device = "; ".join(gpu_names()) or "CPU"
     body = "\n\n".join(
@@ -179,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             ),
         ]
     )
-    publish(args, f"Compile cost per trial ({backend}{', smoke' if args.smoke else ''})", body, machine)
+    topic = "XLA autotune levels" if args.autotune_levels else "Compile cost per trial"
+    publish(args, f"{topic} ({backend}{', smoke' if args.smoke else ''})", body, machine)
     return 0
 
 

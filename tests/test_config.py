@@ -114,6 +114,15 @@ def test_defaults_come_from_the_dataclasses():
         ),
         ("[data]\ndir='x'\n[training]\nfocal_alpha=1.5", r"\[training\]: focal_alpha = 1.5 must be in \[0, 1\]"),
         ("[data]\ndir='x'\n[search]\nfocal_gamma=[2, -1]", r"\[search\] focal_gamma: focal_gamma = -1.0 must be >= 0"),
+        (
+            "[data]\ndir='x'\n[training]\nxla_autotune_level=5",
+            r"\[training\]: xla_autotune_level = 5 must be 0 to 4 \(0: no autotuning, 4: XLA's default\)",
+        ),
+        (
+            "[data]\ndir='x'\n[search]\nxla_autotune_level=[0, 4]",
+            r"\[search\] xla_autotune_level: set once per worker process, so it cannot be searched; "
+            r"set it in \[training\]",
+        ),
         ("[data]\ndir='x'\n[recovery]\nstop_after_repeated_errors=0", r"stop_after_repeated_errors = 0 must be >= 1"),
         ("[data]\ndir='x'\n[faults]\nmax_retry=-1", r"\[faults\]: need heartbeat_interval >= 1 and max_retry >= 0"),
         (

@@ -26,11 +26,11 @@ from tests.test_train import split, tiny_settings
 
 def test_the_trained_model_has_its_best_epochs_weights_not_its_last():
     train_data, val_data = split(16, 32)
-    # At this rate and seed, val Jaccard peaks at epoch 4 of 5 and falls at 5.
+    # At this rate and seed, val Jaccard peaks before the last of 5 epochs and falls after it.
     result = train(tiny_settings(max_epochs=5, learning_rate=0.1, seed=1), train_data, val_data)
     assert result.best_epoch < result.epochs_run
     final = result.history[-1]["val_jaccard"]
-    assert abs(final - result.best_val_jaccard) > 0.01
+    assert abs(final - result.best_val_jaccard) > 1e-3, "the last epoch must score apart from the best"
     result.model.compile(loss=losses.get("dice"), metrics=losses.metrics())
     scores = result.model.evaluate(*val_data, verbose=0, return_dict=True)
     assert scores["jaccard"] == pytest.approx(result.best_val_jaccard, abs=1e-5)

@@ -14,8 +14,8 @@ pruner and objective. The fingerprint is plain JSON, stored as the study user at
   (image size, images, train/val split, objects per image, foreground fraction, object areas).
 - `joinable`, safe to change: description, `[budget]`, `[recovery]` (stored as `faults`, its
   former name), `[sampler]` (and `--seed`),
-  `[[enqueue]]` entries, the `[training]` execution modes jit_compile, run_eagerly, augment_on and
-  steps_per_execution. They decide how many trials run,
+  `[[enqueue]]` entries, the `[training]` execution modes jit_compile, run_eagerly, augment_on,
+  steps_per_execution and xla_autotune_level. They decide how many trials run,
   how crashes are handled, which points are tried next and how a step executes, never what a
   trial measures; they are recorded only to say what differs. Command-line flags such as
   `--n-trials`, `--timeout`, `--workers` and `--gpus`, the data folder's path and the config
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 FINGERPRINT_ATTR = "fingerprint"
 FINGERPRINT_VERSION = 1
-EXECUTION_SETTINGS = ("jit_compile", "run_eagerly", "augment_on", "steps_per_execution")
+EXECUTION_SETTINGS = ("jit_compile", "run_eagerly", "augment_on", "steps_per_execution", "xla_autotune_level")
 PRUNER_SETTINGS = {
     "asha": ("min_resource", "reduction_factor", "min_early_stopping_rate"),
     "hyperband": ("min_resource", "max_resource", "reduction_factor"),

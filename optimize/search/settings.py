@@ -17,6 +17,9 @@ SCHEDULES = ("none", "plateau", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 AUGMENT_ON = ("device", "host")
 """Where the flips/rotations run: inside the compiled step (`data.DihedralTraining`), or in the host's batches."""
+XLA_AUTOTUNE_LEVELS = range(0, 5)
+PROCESS_SETTINGS = ("xla_autotune_level",)
+"""Settings read once per worker process (`optimize.training.autotune`): set in `[training]`, never searched."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,9 @@ class TrainSettings:
 
     `steps_per_execution` 0 picks it by device: one execution per epoch on a GPU, one step on a CPU
     (`optimize.training.train.steps_per_execution`).
+
+    `xla_autotune_level` is XLA's GPU autotuning level for the worker's process (0 off ... 4, XLA's default;
+    `optimize.training.autotune`).
     """
 
     architecture: str = "unet"
@@ -60,6 +66,7 @@ class TrainSettings:
     augment: bool = True
     augment_on: str = "device"
     steps_per_execution: int = 0
+    xla_autotune_level: int = 4
     drop_remainder: bool = True
     seed: int = 0
 
@@ -131,6 +138,9 @@ def _problems(settings: TrainSettings):
         yield f"plateau_factor = {settings.plateau_factor!r} must be in (0, 1)"
     if settings.steps_per_execution < 0:
         yield f"steps_per_execution = {settings.steps_per_execution!r} must be >= 0 (0: chosen by the device)"
+    if settings.xla_autotune_level not in XLA_AUTOTUNE_LEVELS:
+        level = settings.xla_autotune_level
+        yield f"xla_autotune_level = {level!r} must be 0 to 4 (0: no autotuning, 4: XLA's default)"
     if settings.clipnorm < 0 or settings.warmup_epochs < 0:
         yield "clipnorm and warmup_epochs must be >= 0"
     if settings.batch_size % settings.gradient_accumulation_steps:

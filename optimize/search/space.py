@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from optimize.errors import ConfigError
-from optimize.search.settings import TrainSettings, field_names, field_types
+from optimize.search.settings import PROCESS_SETTINGS, TrainSettings, field_names, field_types
 from optimize.search.tables import reject_unknown, typed
 
 if TYPE_CHECKING:
@@ -167,7 +167,10 @@ def settings_with(base: TrainSettings, changes: dict[str, Any], where: str) -> T
 
 def _param(name: str, spec: Any, base: TrainSettings, where: str) -> ParamSpec:
     if name not in field_names():
-        raise ConfigError(f"{where}: unknown parameter; searchable: {', '.join(field_names())}")
+        searchable = (name for name in field_names() if name not in PROCESS_SETTINGS)
+        raise ConfigError(f"{where}: unknown parameter; searchable: {', '.join(searchable)}")
+    if name in PROCESS_SETTINGS:
+        raise ConfigError(f"{where}: set once per worker process, so it cannot be searched; set it in [training]")
     kind = field_types()[name]
     if isinstance(spec, list):
         if not spec:

@@ -77,6 +77,7 @@ def warm_cache(
     """List the study's programs and, unless `list_only`, train each for one epoch into the compile cache."""
     import keras
 
+    from optimize.training.autotune import apply_autotune_level
     from optimize.training.compile_cache import enable_compile_cache, resolve_cache_dir
     from optimize.training.dataset import load_study_data
     from optimize.training.device import check_device
@@ -103,6 +104,9 @@ def warm_cache(
         for name in programs:
             print(f"  {name}", file=stream)
         return 0
+    autotune = apply_autotune_level(config.training.xla_autotune_level)
+    if autotune is not None:
+        print(f"{autotune}: the workers must use the same level to find these programs", file=stream)
     enable_compile_cache(cache_dir)
     check_device(config, data, allow_cpu, stream)
     started = time.perf_counter()

@@ -30,6 +30,7 @@ from optimize.storage.artifacts import model_keeper
 from optimize.storage.resilient import ResilientStorage, worker_storage
 from optimize.storage.retries import requeue
 from optimize.training.allocator import keep_freed_memory
+from optimize.training.autotune import apply_autotune_level
 from optimize.training.compile_cache import enable_compile_cache, resolve_cache_dir
 from optimize.training.dataset import StudyData, load_study_data
 from optimize.training.device import check_device
@@ -85,6 +86,7 @@ def run_trials(
 ) -> int:
     """The body of `run_worker`, with the signal watch installed."""
     config = with_study_name(with_seed(config, options.seed), options.new_study)
+    autotune = apply_autotune_level(config.training.xla_autotune_level)
     cache_dir = enable_compile_cache(resolve_cache_dir(options.compile_cache))
     data = load_study_data(config, options.data)
     data_for = hooks.use_data(data) if hooks.use_data else None
@@ -108,6 +110,8 @@ def run_trials(
         print(followed, file=stream)
     if cache_dir is not None:
         print(f"cache {cache_dir} (compiled training steps, shared by workers)", file=stream)
+    if autotune is not None:
+        print(autotune, file=stream)
     if keep_model is not None:
         print(keep_model.describe, file=stream)
     idle = hooks.nothing_left(study) if hooks.nothing_left else None
