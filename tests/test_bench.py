@@ -21,10 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 SCRIPTS = {
     "cli_startup": "| command ",
+    "compile_cost": "| scenario ",
     "confirm": "| rank single run ",
     "demo": "| code ",
     "epoch": "| epoch ",
     "object_metrics": "| masks ",
+    "packing": "| trials/GPU ",
     "search_efficiency": "| method ",
     "storage": "| storage ",
     "throughput": "| architecture ",
@@ -64,7 +66,7 @@ def smoke_runs(tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path, Path
 @pytest.mark.parametrize("name", list(SCRIPTS))
 def test_smoke_prints_and_writes_a_table(smoke_runs, name):
     process, log, results = smoke_runs[name]
-    code = process.wait(timeout=240)
+    code = process.wait(timeout=420)
     output = log.read_text()
     assert code == 0, output[-3000:]
     assert SCRIPTS[name] in output
