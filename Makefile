@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test lint format clean-demo clean
+.PHONY: install demo test lint format clean-demo clean gpu-wheels
 
 install: $(INSTALLED)
 
@@ -30,6 +30,16 @@ format: install
 # Two test processes: most tests wait on subprocesses, databases and heartbeats, so two overlap well on 2 cores.
 test: lint
 	$(BIN)/python -m pytest -n 2
+
+# Wheels for a lent GPU machine (Python 3.12, JAX, no network): the packages it lacks, at this venv's versions.
+GPU_WHEELS := keras|namex|optree|optuna|alembic|mako|colorlog|sqlalchemy|plotly
+WHEEL_PLATFORMS := $(foreach n,2_28 2_27 2_17,--platform manylinux_$(n)_x86_64) --platform manylinux2014_x86_64
+gpu-wheels: install
+	rm -rf .whl
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(WHEEL_PLATFORMS) -d .whl \
+		$$($(BIN)/python -m pip freeze | grep -iE '^($(GPU_WHEELS))==')
+	ls .whl
 
 # The demo study and its outputs, so that `make demo` runs it again from scratch; .venv stays.
 clean-demo:

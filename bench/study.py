@@ -19,6 +19,7 @@ and median compile seconds, cold against warm; `export-best` and `report` wall t
     KERAS_BACKEND=jax python bench/study.py                    # one GPU node: its GPUs, 512², 2 × 30 trials
     KERAS_BACKEND=jax python bench/study.py --data DIR         # the same on the users' images
     KERAS_BACKEND=jax python bench/study.py --trials 8 --one-pass --warm-cache   # short: cold, then warm-cache
+    bash bench/gpu_session.sh study                            # a lent GPU: the cold pass within one lease
     python bench/study.py --cpu                                # 64², base 8, depth 3, 10 epochs, 2 workers
     python bench/study.py --smoke                              # CI: 2 trials of a 32² tiny study, one pass
 """
@@ -70,6 +71,8 @@ class Mode:
     n_workers: int
     training: dict = dataclasses.field(default_factory=dict)
     """Keys of `[training]` that replace microbead512's."""
+    timeout: int | None = None
+    """Each pass's `optimize run --timeout`: no trial starts after it (a lent GPU's lease is short)."""
 
 
 def modes(backend: str, n_gpus: int) -> dict[str, Mode]:
@@ -257,6 +260,8 @@ def run_pass(
 ) -> Pass:
     """One `optimize run` of the whole study, with the shared compile cache or `cache`."""
     args = ["run", "--study", STUDY, "--n-trials", str(mode.trials), *mode.workers]
+    if mode.timeout is not None:
+        args += ["--timeout", str(mode.timeout)]
     args += ["--compile-cache", str(cache or folder / "compile_cache")]
     if not first:
         args += ["--new-study", study]
@@ -366,6 +371,9 @@ def main() -> None:
         action="store_true",
         help="JAX: one more pass, on a new cache filled first by `optimize warm-cache` (its wall in the pass's name)",
     )
+    parser.add_argument(
+        "--timeout", type=int, help="seconds after which a pass starts no new trial (optimize run --timeout)"
+    )
     add_output_args(parser)
     args = parser.parse_args()
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
@@ -377,6 +385,8 @@ def main() -> None:
         mode = dataclasses.replace(mode, trials=args.trials)
     if args.one_pass:
         mode = dataclasses.replace(mode, passes=mode.passes[:1])
+    if args.timeout is not None:
+        mode = dataclasses.replace(mode, timeout=args.timeout)
     if mode.name == "gpu" and not gpus:
         raise SystemExit("no GPU visible to nvidia-smi: run on a GPU node, or use --cpu (or --smoke)")
     if args.data is not None and not (args.data / "images").is_dir():
@@ -413,7 +423,9 @@ def main() -> None:
         [
             f"Study: studies/microbead512.toml's search on {data_text} (val_fraction 0.15)"
             + (f", training {trained} (pruner and patience scaled to the epochs)" if trained else "")
-            + f"; `optimize run --n-trials {mode.trials} {' '.join(mode.workers)}`, passes: "
+            + f"; `optimize run --n-trials {mode.trials} {' '.join(mode.workers)}"
+            + (f" --timeout {mode.timeout}" if mode.timeout is not None else "")
+            + "`, passes: "
             + ", ".join(mode.passes)
             + f" compile cache ({backend}{'' if backend == 'jax' else ': no compile cache, every pass compiles'}).",
             passes_table(passes),

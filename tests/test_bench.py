@@ -129,3 +129,15 @@ def test_unet_512_base_64_is_about_385_gflop_forward():
         models.build("unet", (32, 32, 1), 4, 2)
     )
     keras.backend.clear_session()
+
+
+def test_gpu_session_names_its_steps_and_refuses_others_before_installing_anything(tmp_path):
+    script = str(BENCH / "gpu_session.sh")
+    env = {"PATH": "/usr/bin:/bin", "OUT": str(tmp_path)}
+    usage = subprocess.run(["bash", script], capture_output=True, text=True, env=env, timeout=30)
+    unknown = subprocess.run(["bash", script, "study", "warm"], capture_output=True, text=True, env=env, timeout=30)
+    assert usage.returncode == 2 and "make gpu-wheels" in usage.stdout
+    assert all(f"  {step} " in usage.stdout for step in ("study", "autotune", "epoch"))
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == "unknown step warm: study, autotune or epoch"
+    assert list(tmp_path.iterdir()) == [], "nothing runs before every step is known"
