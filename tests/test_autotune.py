@@ -12,6 +12,7 @@ import pytest
 from optimize.errors import UserError
 from optimize.training.autotune import apply_autotune_level, flagged_level
 from tests.conftest import write_tiny_study
+from tests.test_compile_cache import cache_hits_in_a_new_process
 from tests.test_warm_cache import run_optimize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,28 +72,7 @@ def test_too_late_once_jax_has_started():
 
 def test_programs_compiled_at_one_level_are_not_served_to_another(tmp_path):
     """JAX keys its compile cache by `$XLA_FLAGS`: `warm-cache` must run with the workers' level."""
-    script = """
-        from pathlib import Path
-        import jax, jax.numpy as jnp
-        from jax._src import monitoring
-        from optimize.training.autotune import apply_autotune_level
-        from optimize.training.compile_cache import enable_compile_cache
-
-        apply_autotune_level(int(sys.argv[2]))
-        enable_compile_cache(Path(sys.argv[1]))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-        hits = []
-        monitoring.register_event_listener(
-            lambda event, **kwargs: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None
-        )
-        jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((64, 64))).block_until_ready()
-        print("hits", len(hits))
-        """
-    hits = []
-    for level in ("1", "4", "1"):
-        output = run_jax(script, str(tmp_path / "cache"), level)
-        assert output.returncode == 0, output.stderr[-2000:]
-        hits.append(int(output.stdout.split("hits")[-1]))
+    hits = [cache_hits_in_a_new_process(tmp_path / "cache", level) for level in (1, 4, 1)]
     assert hits[0] == 0 and hits[1] == 0 and hits[2] >= 1
 
 

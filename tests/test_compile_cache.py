@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -47,35 +46,41 @@ def test_workers_get_the_cache_option():
     assert "--compile-cache" not in RunOptions(study="demo").worker_args()
 
 
+CACHE_HITS_SCRIPT = """
+import os, sys
+os.environ["KERAS_BACKEND"] = "jax"
+sys.path.insert(0, {root!r})
+from pathlib import Path
+import jax, jax.numpy as jnp
+from jax._src import monitoring
+from optimize.training.autotune import apply_autotune_level
+from optimize.training.compile_cache import enable_compile_cache
+
+apply_autotune_level(int(sys.argv[2]))
+enable_compile_cache(Path(sys.argv[1]))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+hits = []
+monitoring.register_event_listener(
+    lambda event, **kwargs: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None
+)
+jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((64, 64))).block_until_ready()
+print("hits", len(hits))
+"""
+
+
+def cache_hits_in_a_new_process(cache: Path, autotune_level: int = 4) -> int:
+    """How often a fresh process that compiles one jitted function finds it in the compile cache `cache`."""
+    script = CACHE_HITS_SCRIPT.format(root=str(ROOT))
+    output = subprocess.run(
+        [sys.executable, "-c", script, str(cache), str(autotune_level)], capture_output=True, text=True, timeout=120
+    )
+    assert output.returncode == 0, output.stderr[-2000:]
+    return int(output.stdout.split("hits")[-1])
+
+
 def test_a_second_process_loads_the_compiled_program_from_the_cache(tmp_path):
     """Two fresh processes compile the same jitted function; the second one hits the cache on disk."""
-    script = textwrap.dedent(
-        f"""
-        import os, sys
-        os.environ["KERAS_BACKEND"] = "jax"
-        sys.path.insert(0, {str(ROOT)!r})
-        from pathlib import Path
-        import jax, jax.numpy as jnp
-        from jax._src import monitoring
-        from optimize.training.compile_cache import enable_compile_cache
-
-        enable_compile_cache(Path(sys.argv[1]))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-        hits = []
-        monitoring.register_event_listener(
-            lambda event, **kwargs: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None
-        )
-        jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((64, 64))).block_until_ready()
-        print("hits", len(hits))
-        """
-    )
     cache = tmp_path / "cache"
-    outputs = [
-        subprocess.run([sys.executable, "-c", script, str(cache)], capture_output=True, text=True, timeout=120)
-        for _ in range(2)
-    ]
-    for output in outputs:
-        assert output.returncode == 0, output.stderr[-2000:]
-    first, second = (int(output.stdout.split("hits")[-1]) for output in outputs)
+    first, second = (cache_hits_in_a_new_process(cache) for _ in range(2))
     assert first == 0 and second >= 1
     assert any(cache.iterdir())
