@@ -10,13 +10,14 @@
 #   autotune  compile seconds against epoch seconds at XLA autotune levels 4, 1, 0 (≈ 4)
 #   epoch     a real 512² epoch against its training steps, bfloat16, batch 32 (≈ 8)
 # Each step appends its table to $OUT/RESULTS.md and keeps its log in $OUT; copy the sections into bench/RESULTS.md.
-# GPU_SESSION_SMOKE=1 PYTHON=.venv/bin/python bash bench/gpu_session.sh study autotune epoch   checks it here (CPU).
+# GPU_SESSION_SMOKE=1 PYTHON=.venv/bin/python bash bench/gpu_session.sh study autotune epoch   checks it here
+# (CPU, each step's --smoke, the venv's packages instead of .whl/).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_session}
 mkdir -p "$OUT"
 if [ $# -eq 0 ]; then
-    sed -n '2,14p' "$0"
+    sed -n '2,/^set/{/^#/p}' "$0"
     exit 2
 fi
 for name in "$@"; do
@@ -28,7 +29,7 @@ for name in "$@"; do
             ;;
     esac
 done
-if [ -d .whl ]; then
+if [ -d .whl ] && [ -z "${GPU_SESSION_SMOKE:-}" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         || exit 1
     export PYTHONPATH="/tmp/site:$PWD"
