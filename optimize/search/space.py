@@ -167,7 +167,7 @@ def settings_with(base: TrainSettings, changes: dict[str, Any], where: str) -> T
 
 def _param(name: str, spec: Any, base: TrainSettings, where: str) -> ParamSpec:
     if name not in field_names():
-        searchable = (name for name in field_names() if name not in PROCESS_SETTINGS)
+        searchable = (field for field in field_names() if field not in PROCESS_SETTINGS)
         raise ConfigError(f"{where}: unknown parameter; searchable: {', '.join(searchable)}")
     if name in PROCESS_SETTINGS:
         raise ConfigError(f"{where}: set once per worker process, so it cannot be searched; set it in [training]")

@@ -22,7 +22,6 @@ from optimize.errors import UserError
 XLA_FLAGS_ENV = "XLA_FLAGS"
 AUTOTUNE_FLAG = "--xla_gpu_autotune_level"
 XLA_DEFAULT_LEVEL = 4
-LEVELS = range(0, 5)
 _FLAG_PATTERN = re.compile(re.escape(AUTOTUNE_FLAG) + r"=(\S*)")
 
 
