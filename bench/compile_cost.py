@@ -44,6 +44,8 @@ from _common import (  # noqa: E402
     publish,
 )
 
+from optimize.training.autotune import XLA_DEFAULT_LEVEL  # noqa: E402
+
 SCENARIOS = (
     ("cache off, new worker", False, ("A", "B")),
     ("empty cache, new worker", True, ("A",)),
@@ -101,7 +103,11 @@ def uses_xla(args: argparse.Namespace) -> bool:
 
 
 def run_scenario(
-    args: argparse.Namespace, label: str, cache_dir: Path | None, trials: tuple[str, ...], level: int = 4
+    args: argparse.Namespace,
+    label: str,
+    cache_dir: Path | None,
+    trials: tuple[str, ...],
+    level: int = XLA_DEFAULT_LEVEL,
 ) -> list[dict]:
     command = [sys.executable, __file__, "--child", "--trials", ",".join(trials), f"--autotune-level={level}"]
     for key in ("size", "base_filters", "depth", "batch", "precision", "epochs", "images"):
@@ -152,7 +158,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--trials", default="A", help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--autotune-level", type=int, default=4, help=argparse.SUPPRESS)
+    parser.add_argument("--autotune-level", type=int, default=XLA_DEFAULT_LEVEL, help=argparse.SUPPRESS)
     parser.add_argument(
         "--autotune-levels",
         default=None,
