@@ -63,6 +63,8 @@ class Scale:
     workers: int
     prune: bool = True
     """The default pruner (ASHA with `PrunerConfig`'s defaults), as a user's study has it; else none."""
+    run_eagerly: bool = False
+    """The smoke run's tiny models: tracing their graphs costs more than their steps."""
 
 
 # 86 images split 0.15 gives the users' 73 training and 13 validation images.
@@ -100,6 +102,7 @@ SMOKE = Scale(
     seeds=2,
     workers=1,
     prune=False,
+    run_eagerly=True,
 )
 
 
@@ -126,6 +129,7 @@ depth = {scale.depth}
 batch_size = {scale.batch_size}
 max_epochs = {scale.max_epochs}
 patience = {scale.patience}
+run_eagerly = {str(scale.run_eagerly).lower()}
 
 [search]
 architecture = [{architectures}]

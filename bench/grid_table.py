@@ -59,8 +59,12 @@ def finished_runs(table: Path, epochs: int) -> set[tuple[str, int, str, int]]:
     return {key for key, count in counts.items() if count >= epochs}
 
 
-def train_curve(config: tuple[str, int, str], seed: int, data: tuple, epochs: int) -> list[dict]:
-    """One run of `config` to `epochs` epochs (no early stopping): its rows of the table."""
+def train_curve(
+    config: tuple[str, int, str], seed: int, data: tuple, epochs: int, run_eagerly: bool = False
+) -> list[dict]:
+    """One run of `config` to `epochs` epochs (no early stopping): its rows of the table.
+
+    `run_eagerly` is for the smoke run's tiny models, whose graphs cost more to trace than their steps."""
     architecture, batch_size, loss = config
     settings = TrainSettings(
         architecture=architecture,
@@ -72,6 +76,7 @@ def train_curve(config: tuple[str, int, str], seed: int, data: tuple, epochs: in
         max_epochs=epochs,
         patience=epochs,
         seed=seed,
+        run_eagerly=run_eagerly,
     )
     result = train(settings, *data)
     return [
@@ -107,7 +112,7 @@ def main() -> int:
     new_file = not args.table.exists()
     started = time.perf_counter()
     for index, (config, seed) in enumerate(todo, start=1):
-        rows = train_curve(config, seed, data, epochs)
+        rows = train_curve(config, seed, data, epochs, run_eagerly=args.smoke)
         with args.table.open("a", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=COLUMNS)
             if new_file:

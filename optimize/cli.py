@@ -533,7 +533,6 @@ def cmd_import_results(args: argparse.Namespace) -> int:
     plan = read_results(args.file, config)
     result = None
     if plan.planned:
-        import_quietly("keras")
         from optimize.search.study import create_or_join, follow_recorded_pruner, record_study_attrs
         from optimize.storage import open_storage, resolve_url
         from optimize.training.dataset import load_study_data

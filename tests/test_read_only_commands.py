@@ -128,3 +128,17 @@ def test_run_loads_keras(finished_study, tmp_path):
     result = run_probe(studies, "run", "--study", "tiny", "--n-trials", "1")
     assert result.returncode == 0, result.stderr
     assert "keras" in loaded(result.stderr)
+
+
+def test_importing_results_never_loads_keras(tmp_path):
+    """`import-results` writes trials but trains nothing: it reads the study's data without Keras."""
+    from tests.conftest import write_tiny_study
+    from tests.test_import_results import users_folder
+
+    studies = tmp_path / "studies"
+    write_tiny_study(studies)
+    csv = users_folder(tmp_path / "old")
+    result = run_probe(studies, "import-results", "--study", "tiny", str(csv), "--allow-different-data")
+    assert result.returncode == 0, result.stderr
+    assert "imported" in result.stdout
+    assert loaded(result.stderr) == []

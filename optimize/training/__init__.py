@@ -4,12 +4,26 @@
 per worker; `history` records every epoch; `out_of_memory` recognises the backend's out-of-memory error;
 `timing` splits a run's seconds into compiling, steps, validation and host work; `device`, `compile_cache`
 and `allocator` prepare the process; `injected_faults` are test hooks.
+
+The members that load Keras are imported on first use (PEP 562), so that a command that only reads the
+study's data (`optimize import-results`) never pays for Keras' import.
 """
 
+import importlib
+
 from optimize.training.dataset import StudyData, load_study_data
-from optimize.training.history import EpochHistory
-from optimize.training.timing import FitTiming, compiled_program, trial_time_split
-from optimize.training.train import TrainResult, build_model, make_optimizer, train
+
+_KERAS_MEMBERS = {
+    "EpochHistory": "optimize.training.history",
+    "FitTiming": "optimize.training.timing",
+    "TrainResult": "optimize.training.train",
+    "build_model": "optimize.training.train",
+    "compiled_program": "optimize.training.timing",
+    "make_optimizer": "optimize.training.train",
+    "train": "optimize.training.train",
+    "trial_time_split": "optimize.training.timing",
+}
+"""Public names whose module imports Keras, and that module."""
 
 __all__ = [
     "EpochHistory",
@@ -23,3 +37,9 @@ __all__ = [
     "train",
     "trial_time_split",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in _KERAS_MEMBERS:
+        return getattr(importlib.import_module(_KERAS_MEMBERS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
