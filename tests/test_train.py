@@ -178,5 +178,5 @@ def test_steps_per_execution_is_one_epoch_on_a_gpu_and_one_step_on_a_cpu(monkeyp
     assert training_device()[0] == "CPU"  # CI has no GPU
     assert steps_per_execution(TrainSettings(), steps_per_epoch=9) == 1
     assert steps_per_execution(TrainSettings(steps_per_execution=4), steps_per_epoch=9) == 4
-    monkeypatch.setattr("optimize.training.device.training_device", lambda: ("GPU", "a test's GPU"))
+    monkeypatch.setattr("optimize.training.train.training_device", lambda: ("GPU", "a test's GPU"))
     assert steps_per_execution(TrainSettings(), steps_per_epoch=9) == 9

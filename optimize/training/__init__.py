@@ -2,7 +2,8 @@
 
 `train` builds, compiles and fits a model from `TrainSettings`; `dataset` loads the study's images once
 per worker; `history` records every epoch; `out_of_memory` recognises the backend's out-of-memory error;
-`timing` splits a run's seconds into compiling, steps, validation and host work; `device`, `compile_cache`
+`timing` splits a run's seconds into compiling, steps, validation and host work; `device` says where trials
+train and `device_check` refuses a CPU for a study sized for a GPU; `compile_cache`
 and `allocator` prepare the process; `injected_faults` are test hooks.
 
 The members that load Keras are imported on first use (PEP 562), so that a command that only reads the

@@ -19,6 +19,7 @@ import losses
 import models
 from data import DihedralTraining, TrainingBatches, device_batches, epoch_batches
 from optimize.search.settings import TrainSettings
+from optimize.training.device import training_device
 from optimize.training.history import EpochHistory
 
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -148,8 +149,6 @@ def steps_per_execution(settings: TrainSettings, steps_per_epoch: int) -> int:
     measures. On a CPU a step lasts far longer than that wait, and one step per call keeps the in-epoch
     progress line and a stop signal's response to one step.
     """
-    from optimize.training.device import training_device  # it imports this module
-
     if settings.steps_per_execution:
         return settings.steps_per_execution
     return steps_per_epoch if training_device()[0] == "GPU" else 1

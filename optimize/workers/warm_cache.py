@@ -80,7 +80,7 @@ def warm_cache(
     from optimize.training.autotune import apply_autotune_level
     from optimize.training.compile_cache import enable_compile_cache, resolve_cache_dir
     from optimize.training.dataset import load_study_data
-    from optimize.training.device import check_device
+    from optimize.training.device_check import check_device
     from optimize.training.train import train
     from optimize.workers.objective import release_memory
 

@@ -33,7 +33,7 @@ from optimize.training.allocator import keep_freed_memory
 from optimize.training.autotune import apply_autotune_level
 from optimize.training.compile_cache import enable_compile_cache, resolve_cache_dir
 from optimize.training.dataset import StudyData, load_study_data
-from optimize.training.device import check_device
+from optimize.training.device_check import check_device
 from optimize.training.injected_faults import error_injection, oom_injection, slow_step_injection
 from optimize.workers.failures import EXIT_REPEATED_ERRORS, RepeatedErrors
 from optimize.workers.interrupt import InterruptWatch

@@ -1,0 +1,87 @@
+"""A CPU refused for a study sized for a GPU, and where trials train said at the start of a run.
+
+A GPU-sized study on a CPU does not fail: it runs, for days. So before any trial starts, a run
+says which device Keras' backend will use; when that is a CPU and the study's settings are sized
+for a GPU, it measures one training step, estimates an epoch from it, and stops unless the user
+passed `--allow-cpu`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TextIO
+
+import keras
+import numpy as np
+
+import losses
+from optimize.errors import UsageError
+from optimize.results.formatting import format_duration
+from optimize.search.config import StudyConfig
+from optimize.training.dataset import StudyData
+from optimize.training.device import training_device
+from optimize.training.train import build_model, dtype_policy, make_optimizer
+
+GPU_SIZED_IMAGE = 256
+GPU_SIZED_BASE_FILTERS = 32
+
+
+def gpu_sized(config: StudyConfig, image_side: int) -> list[str]:
+    """The study settings that are sized for a GPU (empty when a CPU is a fair place to run it)."""
+    training = config.training
+    reasons = []
+    if image_side >= GPU_SIZED_IMAGE:
+        reasons.append(f"{image_side}x{image_side} images")
+    if training.base_filters >= GPU_SIZED_BASE_FILTERS:
+        reasons.append(f"base_filters {training.base_filters}")
+    if training.precision.startswith("mixed"):
+        reasons.append(f"precision {training.precision}")
+    return reasons
+
+
+def check_device(config: StudyConfig, data: StudyData, allow_cpu: bool, stream: TextIO) -> None:
+    """Print where trials train; raise UsageError for a GPU-sized study on a CPU without `allow_cpu`."""
+    kind, detail = training_device()
+    if kind == "GPU":
+        note = "  (--allow-cpu is not needed)" if allow_cpu else ""
+        print(f"device GPU: {detail}{note}", file=stream, flush=True)
+        return
+    reasons = gpu_sized(config, data.train[0].shape[1])
+    if not reasons or allow_cpu:
+        sized = f"; the study is sized for a GPU ({', '.join(reasons)}), allowed by --allow-cpu" if reasons else ""
+        print(f"device CPU ({detail}){sized}", file=stream, flush=True)
+        return
+    print(f"device CPU ({detail}); timing one training step of the study's first model ...", file=stream, flush=True)
+    seconds_per_image = measure_step(config, data)
+    images = len(data.train[0])
+    epoch = seconds_per_image * images
+    trial = epoch * config.training.max_epochs
+    raise UsageError(
+        f"{config.path}: the study is sized for a GPU ({', '.join(reasons)}) and no GPU is visible ({detail}); "
+        f"on this CPU one training step took {seconds_per_image:.1f} s per image, so an epoch of {images} images "
+        f"takes about {format_duration(epoch)} and a trial of up to {config.training.max_epochs} epochs about "
+        f"{format_duration(trial)}; run on a GPU node, or pass --allow-cpu to train on the CPU anyway"
+    )
+
+
+def measure_step(config: StudyConfig, data: StudyData) -> float:
+    """Seconds of a one-image training step of the study's first model (its [training] settings and first
+    [[enqueue]] entry), after a first step that compiles it: one image keeps the measurement short."""
+    settings = config.training
+    if config.enqueue:
+        known = {key: value for key, value in config.enqueue[0].items() if hasattr(settings, key)}
+        settings = settings.replace(**known)
+    images, masks = (np.asarray(array[:1], np.float32) for array in data.train)
+    with dtype_policy(settings.precision):
+        model = build_model(settings, input_shape=images.shape[1:])
+        model.compile(
+            optimizer=make_optimizer(settings, steps_per_epoch=1),
+            loss=losses.get(settings.loss, **settings.loss_params()),
+            jit_compile=settings.jit_compile,
+        )
+        model.train_on_batch(images, masks)
+        started = time.perf_counter()
+        model.train_on_batch(images, masks)
+        seconds = time.perf_counter() - started
+    keras.backend.clear_session()
+    return seconds
