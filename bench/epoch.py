@@ -76,12 +76,24 @@ def steps_floor(settings: TrainSettings, images: np.ndarray, masks: np.ndarray, 
     return statistics.median(clock.epochs[1:])
 
 
-def timed_training(settings: TrainSettings, train_data, val_data) -> tuple[float, float, float]:
-    """Median later epoch, its validation, and the last epoch's val Jaccard of one `train` run."""
+def timed_training(settings: TrainSettings, train_data, val_data) -> tuple[float, float, float, keras.Model]:
+    """Median later epoch, its validation, the last epoch's val Jaccard and the trained model of one `train` run."""
     clock = EpochClock()
     result = train(settings, train_data, val_data, callbacks=[clock])
     last_val_jaccard = result.history[-1]["val_jaccard"]
-    return statistics.median(clock.epochs[1:]), statistics.median(clock.validations[1:]), last_val_jaccard
+    epoch, validation = statistics.median(clock.epochs[1:]), statistics.median(clock.validations[1:])
+    return epoch, validation, last_val_jaccard, result.model
+
+
+def best_weights_copy(model: keras.Model, repeats: int = 5) -> float:
+    """Median seconds of `model.get_weights()`: the host copy that early stopping (`restore_best_weights`)
+    makes inside the epoch after each epoch that improves val Jaccard."""
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.get_weights()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
 
 
 def ok(passed: bool) -> str:
@@ -125,12 +137,14 @@ def main() -> None:
         f"device flips, one call per epoch ({steps} steps)": {"augment_on": "device", "steps_per_execution": steps},
     }
     floors, epochs, validations = [], {label: [] for label in variants}, {label: [] for label in variants}
+    copies = []
     for round_number in range(args.rounds):
         floors.append(steps_floor(base, *train_data, steps, args.epochs))
         for label, changes in variants.items():
-            epoch, validation, _ = timed_training(base.replace(**changes), train_data, val_data)
+            epoch, validation, _, model = timed_training(base.replace(**changes), train_data, val_data)
             epochs[label].append(epoch)
             validations[label].append(validation)
+        copies.append(best_weights_copy(model))
         print(
             f"round {round_number + 1}: floor {floors[-1] * 1000:.0f} ms, "
             + ", ".join(f"{label} {values[-1] * 1000:.0f} ms" for label, values in epochs.items()),
@@ -154,6 +168,13 @@ def main() -> None:
     timing = markdown_table(
         ["epoch", "real epoch (ms)", "of it validation (ms)", "÷ steps floor", "range over rounds", "≤ 1.15×"], rows
     )
+    copy = statistics.median(copies)
+    copy_line = (
+        f"Best-weights copy: early stopping (`restore_best_weights`) copies the model's "
+        f"{model.count_params():,} parameters to the host after each epoch that improves val Jaccard, inside "
+        f"that epoch: {copy * 1000:.1f} ms (median over rounds), {copy / floor:.1%} of the steps floor."
+    )
+    print(copy_line, flush=True)
     learning_rows, differences = [], []
     learning = base.replace(max_epochs=args.learning_epochs, patience=args.learning_epochs)
     for seed in args.seeds:
@@ -176,6 +197,7 @@ def main() -> None:
             f"Steps floor: {steps} training steps on one batch already in memory, one call per epoch, no "
             f"validation and no callbacks: {floor * 1000:.0f} ms (median over rounds).",
             timing,
+            copy_line,
             f"Learning: val Jaccard at epoch {args.learning_epochs} (learning rate 1e-3), the same data and "
             f"seed for both; mean difference {statistics.mean(differences):+.4f} (standard deviation "
             f"{spread:.4f} over seeds).",
