@@ -12,6 +12,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+pytest_plugins = ["tests.cpu_durations"]
+
 ROOT = Path(__file__).resolve().parent.parent
 OPTIMIZE = str(Path(sys.executable).parent / "optimize")
 
