@@ -4,7 +4,7 @@ The suite is CPU-bound on CI's 2 cores, so wall-clock `--durations` under `-n 2`
 test costs: a test that waits for workers in other processes looks long and costs little, and a bench
 smoke started beside nine others looks slow because of them. Each phase's CPU time is its process's own
 plus that of the children it waited for (`RUSAGE_CHILDREN`, which includes their own waited-for children).
-It works with xdist: each report carries its seconds to the controller as a user property.
+It works with xdist: each test's teardown report carries its seconds to the controller as a user property.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections import defaultdict
 import pytest
 
 PROPERTY = "cpu_seconds"
-_phase_started = pytest.StashKey[float]()
+_started = pytest.StashKey[float]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,30 +35,18 @@ def cpu_seconds() -> float:
 
 
 @pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    item.stash[_started] = cpu_seconds()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """The teardown report carries the test's CPU seconds, setup to teardown. (Every phase's report shares
+    the item's `user_properties` list, so one entry per test, not one per phase.)"""
     report = (yield).get_result()
-    if item.config.getoption("cpu_durations") is not None:
-        started = item.stash.get(_phase_started, None)
-        if started is not None:
-            report.user_properties.append((PROPERTY, cpu_seconds() - started))
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_setup(item: pytest.Item):
-    item.stash[_phase_started] = cpu_seconds()
-    yield
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item: pytest.Item):
-    item.stash[_phase_started] = cpu_seconds()
-    yield
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_teardown(item: pytest.Item):
-    item.stash[_phase_started] = cpu_seconds()
-    yield
+    if call.when == "teardown" and item.config.getoption("cpu_durations") is not None:
+        report.user_properties.append((PROPERTY, cpu_seconds() - item.stash[_started]))
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
@@ -70,7 +58,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         for report in reports:
             for name, value in getattr(report, "user_properties", ()):
                 if name == PROPERTY:
-                    per_test[report.nodeid] += value
+                    per_test[report.nodeid] = value
     ranked = sorted(per_test.items(), key=lambda item: -item[1])
     total = sum(per_test.values())
     terminalreporter.write_sep("=", f"most CPU seconds (own and subprocesses'), {total:.0f} s in all")
