@@ -44,7 +44,7 @@ from _common import (  # noqa: E402
     publish,
 )
 
-from optimize.training.autotune import XLA_DEFAULT_LEVEL  # noqa: E402
+from optimize.search.settings import XLA_DEFAULT_LEVEL  # noqa: E402
 
 SCENARIOS = (
     ("cache off, new worker", False, ("A", "B")),

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from optimize.errors import UserError
+from optimize.search.settings import XLA_DEFAULT_LEVEL
 from optimize.training.compile_cache import enable_compile_cache, resolve_cache_dir
 from optimize.workers.worker import RunOptions
 
@@ -68,7 +69,7 @@ print("hits", len(hits))
 """
 
 
-def cache_hits_in_a_new_process(cache: Path, autotune_level: int = 4) -> int:
+def cache_hits_in_a_new_process(cache: Path, autotune_level: int = XLA_DEFAULT_LEVEL) -> int:
     """How often a fresh process that compiles one jitted function finds it in the compile cache `cache`."""
     script = CACHE_HITS_SCRIPT.format(root=str(ROOT))
     output = subprocess.run(

@@ -18,6 +18,8 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 AUGMENT_ON = ("device", "host")
 """Where the flips/rotations run: inside the compiled step (`data.DihedralTraining`), or in the host's batches."""
 XLA_AUTOTUNE_LEVELS = range(0, 5)
+XLA_DEFAULT_LEVEL = 4
+"""XLA's own autotune level, which `$XLA_FLAGS` need not name."""
 PROCESS_SETTINGS = ("xla_autotune_level",)
 """Settings read once per worker process (`optimize.training.autotune`): set in `[training]`, never searched."""
 
@@ -66,7 +68,7 @@ class TrainSettings:
     augment: bool = True
     augment_on: str = "device"
     steps_per_execution: int = 0
-    xla_autotune_level: int = 4
+    xla_autotune_level: int = XLA_DEFAULT_LEVEL
     drop_remainder: bool = True
     seed: int = 0
 

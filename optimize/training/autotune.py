@@ -18,10 +18,10 @@ import sys
 from collections.abc import MutableMapping
 
 from optimize.errors import UserError
+from optimize.search.settings import XLA_DEFAULT_LEVEL
 
 XLA_FLAGS_ENV = "XLA_FLAGS"
 AUTOTUNE_FLAG = "--xla_gpu_autotune_level"
-XLA_DEFAULT_LEVEL = 4
 _FLAG_PATTERN = re.compile(re.escape(AUTOTUNE_FLAG) + r"=(\S*)")
 
 
