@@ -33,16 +33,23 @@ from tests.helpers import trials_of, wait_for
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def start_worker(studies: Path, url: str, *args: str) -> subprocess.Popen:
-    """`optimize run` on the tiny study, in a process group of its own (so it can be killed as a whole)."""
-    return subprocess.Popen(
-        [OPTIMIZE, "run", "--study", "tiny", "--storage", url, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "OPTIMIZE_STUDIES_DIR": str(studies), "PYTHONUNBUFFERED": "1"},
-        start_new_session=True,
-    )
+def start_worker(
+    studies: Path, url: str, *args: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen:
+    """`optimize run` on the tiny study, in a process group of its own (so it can be killed as a whole).
+
+    Its stdout goes to `log` when given, so the test can read it while the worker runs.
+    """
+    with contextlib.ExitStack() as stack:
+        stdout = subprocess.PIPE if log is None else stack.enter_context(log.open("w"))
+        return subprocess.Popen(
+            [OPTIMIZE, "run", "--study", "tiny", "--storage", url, *args],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OPTIMIZE_STUDIES_DIR": str(studies), "PYTHONUNBUFFERED": "1", **(env or {})},
+            start_new_session=True,
+        )
 
 
 def finish(worker: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
@@ -298,6 +305,13 @@ def retried(trial: FrozenTrial) -> int | None:
     return history[-1] if history else trial.user_attrs.get("requeued_from")
 
 
+def inside_slow_batch(log: Path) -> bool:
+    """Whether the worker's last line is the injected slow batch's: it is in that batch's trial, unfinished
+    (a finished trial prints its own line), and any signal now stops it before its last batch."""
+    lines = log.read_text().splitlines()
+    return bool(lines) and "injected slow train step" in lines[-1]
+
+
 def snapshot(trial: FrozenTrial) -> tuple:
     """What must never change once a trial is finished."""
     return (
@@ -315,8 +329,12 @@ def test_fault_injection_kills_workers_and_their_connections(postgres_url, tmp_p
     url = postgres_url
     studies = tmp_path / "studies"
     write_tiny_study(studies, max_trials=100, max_epochs=2, heartbeat=1, grace=3)
+    # Worker b blocks 3 s in one batch of each trial, so the test can signal it inside a batch.
+    b_log = tmp_path / "b.out"
+    slow_batch = {"b": {"env": {"OPTIMIZE_TEST_SLOW_STEP": "train:3"}, "log": b_log}}
     workers = {
-        name: start_worker(studies, url, "--n-trials", "3", "--seed", str(seed)) for seed, name in enumerate("abc")
+        name: start_worker(studies, url, "--n-trials", "3", "--seed", str(seed), **slow_batch.get(name, {}))
+        for seed, name in enumerate("abc")
     }
     finished: dict[int, tuple] = {}
 
@@ -343,20 +361,26 @@ def test_fault_injection_kills_workers_and_their_connections(postgres_url, tmp_p
         workers["d"] = start_worker(studies, url, "--n-trials", "2", "--seed", "3")
         terminate(url)
 
-        wait_for(lambda: trial_of("b", first_epoch=True), 120, "worker b in the first epoch of a trial")
         record_finished()
+        wait_for(
+            lambda: trial_of("b", first_epoch=True) and inside_slow_batch(b_log),
+            120,
+            "worker b inside the slow batch of a trial's first epoch",
+        )
         signalled = datetime.datetime.now()
         workers["b"].send_signal(signal.SIGTERM)
         time.sleep(0.3)
         workers["b"].send_signal(signal.SIGTERM)  # a second signal within a second counts as one
-        finish(workers["b"], 60)
+        code, _, err = finish(workers["b"], 60)
+        signalled_b = (code, b_log.read_text(), err)
         workers["e"] = start_worker(studies, url, "--n-trials", "2", "--seed", "4")
         for _ in range(3):
             time.sleep(2)
             terminate(url)
             record_finished()
 
-        results = {name: finish(worker, 240) for name, worker in workers.items()}
+        results = {name: finish(worker, 240) for name, worker in workers.items() if name != "b"}
+        results["b"] = signalled_b
         leftover = [t for t in trials_of(url) if not t.state.is_finished()]
         if leftover:  # queued again after the last worker had started its last trial
             time.sleep(4)
@@ -369,6 +393,7 @@ def test_fault_injection_kills_workers_and_their_connections(postgres_url, tmp_p
 
     assert results["a"][0] == -signal.SIGKILL
     assert results["b"][0] == 143 and "stopped at once" not in results["b"][1], results["b"]
+    assert "interrupted: " in results["b"][1] and "handed back" in results["b"][1], results["b"]
     for name in set(results) - {"a", "b"}:
         assert results[name][0] == 0, results[name]
     for _, out, err in results.values():
