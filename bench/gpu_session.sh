@@ -8,7 +8,7 @@
 # Steps, most needed first (minutes on an H100, estimated from bench/RESULTS.md's parts):
 #   study     the whole job, cold pass: microbead512's search at 512², 8 trials on the GPU, export-best, report (≈ 9)
 #   autotune  compile seconds against epoch seconds at XLA autotune levels 4, 1, 0 (≈ 4)
-#   epoch     a real 512² epoch against its training steps, bfloat16, batch 32 (≈ 8)
+#   epoch     a real 512² epoch against its training steps, bfloat16, batch 32; 6 programs compiled (≈ 8)
 # Each step appends its table to $OUT/RESULTS.md and keeps its log in $OUT; copy the sections into bench/RESULTS.md.
 # GPU_SESSION_SMOKE=1 PYTHON=.venv/bin/python bash bench/gpu_session.sh study autotune epoch   checks it here
 # (CPU, each step's --smoke, the venv's packages instead of .whl/).
@@ -57,7 +57,7 @@ for name in "$@"; do
             ;;
         epoch)
             step epoch 540 bench/epoch.py --size 512 --base-filters 64 --depth 4 --batch 32 \
-                --precision mixed_bfloat16 --jit --rounds 1 --epochs 6 --learning-epochs 5 --seeds 0
+                --precision mixed_bfloat16 --jit --rounds 1 --epochs 6 --learning-epochs 0
             ;;
     esac
 done
