@@ -65,11 +65,11 @@ def steps_floor(
     steps: int,
     epochs: int,
     flips: bool,
-    steps_per_call: int | None = None,
+    steps_per_call: int,
 ) -> float:
-    """Median seconds of `steps` training steps on one resident batch, one call per epoch (or
-    `steps_per_call` steps per call), nothing else; each step flips and rotates its images on the device
-    (as a trial's default step does) when `flips`."""
+    """Median seconds of `steps` training steps on one resident batch, `steps_per_call` steps per call,
+    nothing else; each step flips and rotates its images on the device (as a trial's default step does)
+    when `flips`."""
     batch = settings.micro_batch_size
     same_batch = device_batches(
         np.repeat(images[:batch], steps, axis=0), np.repeat(masks[:batch], steps, axis=0), batch, drop_remainder=True
@@ -83,7 +83,7 @@ def steps_floor(
             loss=losses.get(settings.loss, **settings.loss_params()),
             metrics=losses.metrics(),
             jit_compile=settings.jit_compile,
-            steps_per_execution=steps_per_call or steps,
+            steps_per_execution=steps_per_call,
         )
         clock = EpochClock()
         model.fit(same_batch, epochs=epochs, shuffle=False, callbacks=[clock], verbose=0)

@@ -331,10 +331,11 @@ def test_fault_injection_kills_workers_and_their_connections(postgres_url, tmp_p
     write_tiny_study(studies, max_trials=100, max_epochs=2, heartbeat=1, grace=3)
     # Worker b blocks 3 s in one batch of each trial, so the test can signal it inside a batch.
     b_log = tmp_path / "b.out"
-    slow_batch = {"b": {"env": {"OPTIMIZE_TEST_SLOW_STEP": "train:3"}, "log": b_log}}
+    slow_batch = {"OPTIMIZE_TEST_SLOW_STEP": "train:3"}
     workers = {
-        name: start_worker(studies, url, "--n-trials", "3", "--seed", str(seed), **slow_batch.get(name, {}))
-        for seed, name in enumerate("abc")
+        "a": start_worker(studies, url, "--n-trials", "3", "--seed", "0"),
+        "b": start_worker(studies, url, "--n-trials", "3", "--seed", "1", env=slow_batch, log=b_log),
+        "c": start_worker(studies, url, "--n-trials", "3", "--seed", "2"),
     }
     finished: dict[int, tuple] = {}
 

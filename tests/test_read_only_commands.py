@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_tiny_study
 from tests.helpers import free_port
+from tests.test_import_results import users_folder
 
 TRAINING_LIBRARIES = ("keras", "tensorflow", "jax")
 LOADED = "loaded at exit: "
@@ -132,9 +134,6 @@ def test_run_loads_keras(finished_study, tmp_path):
 
 def test_importing_results_never_loads_keras(tmp_path):
     """`import-results` writes trials but trains nothing: it reads the study's data without Keras."""
-    from tests.conftest import write_tiny_study
-    from tests.test_import_results import users_folder
-
     studies = tmp_path / "studies"
     write_tiny_study(studies)
     csv = users_folder(tmp_path / "old")
