@@ -25,9 +25,11 @@ from tests.test_train import split, tiny_settings
 
 
 def test_the_trained_model_has_its_best_epochs_weights_not_its_last():
-    train_data, val_data = split(16, 32)
-    # At this rate and seed, val Jaccard peaks before the last of 5 epochs and falls after it.
-    result = train(tiny_settings(max_epochs=5, learning_rate=0.1, seed=1), train_data, val_data)
+    train_data, (val_images, val_masks) = split(16, 32)
+    # Validated against the background as "beads", val Jaccard falls as the model learns the real beads, so the
+    # best epoch is an early one on every seed and machine (a plain run's peak depended on the CPU's arithmetic).
+    val_data = (val_images, 1 - val_masks)
+    result = train(tiny_settings(max_epochs=5, learning_rate=1e-2, seed=1), train_data, val_data)
     assert result.best_epoch < result.epochs_run
     final = result.history[-1]["val_jaccard"]
     assert abs(final - result.best_val_jaccard) > 1e-3, "the last epoch must score apart from the best"
