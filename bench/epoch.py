@@ -157,11 +157,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, each running every variant in turn")
     add_output_args(parser)
     args = parser.parse_args()
+    n_images = USERS_IMAGES
     if args.smoke:
-        args.size, args.epochs, args.seeds, args.rounds = 32, 2, [0], 1
+        args.size, args.base_filters, args.depth, args.epochs, args.seeds, args.rounds = 32, 4, 2, 2, [0], 1
         args.learning_epochs = min(args.learning_epochs, 2)
+        n_images = 24
     backend = keras.backend.backend()
-    images, masks = make_microbeads(USERS_IMAGES, args.size, 0)
+    images, masks = make_microbeads(n_images, args.size, 0)
     train_index, val_index = stratified_split(masks, 0.15, seed=0)
     train_data, val_data = (images[train_index], masks[train_index]), (images[val_index], masks[val_index])
     base = TrainSettings(

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from optimize.errors import UsageError, UserError
 from optimize.limits import MAX_SEED, MIN_SYNTHETIC_SIZE
-from optimize.quiet import import_quietly
+from optimize.keras_import import import_keras
 
 DEFAULT_DASHBOARD_PORT = 8080
 PATH_ERROR_EXIT = 2
@@ -449,8 +449,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_worker_flags(args)
     config = load_config(args.study)
     if not args.gpus and (args.workers or 1) == 1:
-        if not args.verbose:
-            import_quietly("keras")
+        import_keras(quiet=not args.verbose)
         from optimize.workers.worker import run_worker
 
         return run_worker(options, config=config)
@@ -619,7 +618,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from optimize.inference.predict import image_inputs, predict_folder
 
     files = image_inputs(args.model, args.images)
-    import_quietly("keras")
+    import_keras()
     summary = predict_folder(
         args.model, files, args.out, threshold=args.threshold, overlap=args.overlap, batch_size=args.batch_size
     )
@@ -636,7 +635,7 @@ def cmd_warm_cache(args: argparse.Namespace) -> int:
     from optimize.workers.warm_cache import warm_cache
 
     config = load_config(args.study)
-    import_quietly("keras")
+    import_keras()
     return warm_cache(
         config,
         sys.stdout,

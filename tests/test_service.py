@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -134,7 +135,7 @@ def test_bad_input_is_one_line_and_nonzero(studies, args, message):
 
 
 def test_library_start_up_noise_is_hidden_but_replayed_when_the_import_fails(tmp_path, monkeypatch, capfd):
-    from optimize.quiet import import_quietly
+    from optimize.keras_import import import_quietly
 
     (tmp_path / "noisy_ok.py").write_text("import os\nos.write(2, b'I0000 start-up line from C++\\n')\n")
     (tmp_path / "noisy_bad.py").write_text("import os\nos.write(2, b'why it broke\\n')\nraise ImportError('broken')\n")
@@ -150,7 +151,7 @@ def test_library_start_up_noise_is_hidden_but_replayed_when_the_import_fails(tmp
 def test_a_stop_signal_a_library_turned_into_an_import_error_stays_a_stop_signal(tmp_path, monkeypatch):
     """Keras reports an interrupted `import optree` as a missing package; the command must still say it was
     interrupted (test_cli_errors sends the real signal, which lands in such an import only sometimes)."""
-    from optimize.quiet import import_quietly
+    from optimize.keras_import import import_quietly
 
     (tmp_path / "interrupted_inside.py").write_text(
         "try:\n    raise KeyboardInterrupt()\nexcept BaseException:\n    raise ImportError('you need optree')\n"
@@ -159,3 +160,28 @@ def test_a_stop_signal_a_library_turned_into_an_import_error_stays_a_stop_signal
 
     with pytest.raises(KeyboardInterrupt):
         import_quietly("interrupted_inside")
+
+
+@pytest.mark.parametrize(("backend", "loaded"), [("tensorflow", []), ("jax", ["jax"])])
+def test_keras_loads_without_packages_it_never_uses_here_and_they_import_afterwards(backend, loaded):
+    """`import_keras` hides scikit-learn, matplotlib, pandas and (unless it is the backend) JAX from Keras'
+    start-up only; the backend still loads, and each package imports normally once Keras is in."""
+    code = (
+        "import json, sys\n"
+        "from optimize.keras_import import import_keras\n"
+        "import_keras()\n"
+        "import keras\n"
+        "print(json.dumps([n for n in ('jax', 'matplotlib', 'pandas', 'sklearn') if n in sys.modules]))\n"
+        "print(keras.backend.backend())\n"
+        "import jax, matplotlib, pandas, sklearn\n"
+        "print(pandas.DataFrame({'a': [1, 2]}).shape)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "KERAS_BACKEND": backend},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [json.dumps(loaded), backend, "(2, 1)"]

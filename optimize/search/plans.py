@@ -26,6 +26,7 @@ import numpy as np
 
 from models import ARCHITECTURES
 from optimize.errors import UserError
+from optimize.keras_import import keras_backend
 from optimize.search.config import parse_config
 
 # --- The users' sparse/dense comparison (mitochondria vs microbeads) --------------------------------------------
@@ -256,18 +257,6 @@ class Target:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise PlanError(f"device {self.device!r} is not one of {', '.join(DEVICES)}")
-
-
-def keras_backend() -> str:
-    """The backend Keras will use: `$KERAS_BACKEND`, else `~/.keras/keras.json` (`$KERAS_HOME`), else tensorflow."""
-    backend = os.environ.get("KERAS_BACKEND")
-    if backend:
-        return backend
-    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    try:
-        return str(json.loads((home / "keras.json").read_text(encoding="utf-8")).get("backend", "tensorflow"))
-    except (OSError, ValueError, AttributeError):
-        return "tensorflow"
 
 
 def gpu_memory_gib() -> tuple[float, str]:

@@ -211,10 +211,9 @@ def run_one_worker(
 
     Keras loads first, with TensorFlow's start-up lines held back (as `run` does); then the `hooks`.
     """
-    from optimize.quiet import import_quietly
+    from optimize.keras_import import import_keras
 
-    if not options.verbose:
-        import_quietly("keras")
+    import_keras(quiet=not options.verbose)
     from optimize.workers.options import RunOptions
     from optimize.workers.worker import run_worker
 

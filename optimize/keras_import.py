@@ -1,0 +1,90 @@
+"""How a command that trains imports Keras: quietly, without packages it never uses here, and on which backend.
+
+Importing Keras loads, when they are installed, scikit-learn (its estimator wrappers), matplotlib (image
+galleries), pandas (DataFrame inputs) and, under TensorFlow, JAX (through `tf.lite`). This project installs
+them for its own uses (the data split, Optuna's importances, reports, the JAX backend), and none of its
+Keras calls needs them; without them Keras loads in 60 % of the CPU time and 70 % of the memory
+(bench/RESULTS.md, "Keras' start-up").
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+UNUSED_BY_OUR_KERAS = ("sklearn", "matplotlib", "pandas")
+
+
+def keras_backend() -> str:
+    """The backend Keras will use: `$KERAS_BACKEND`, else `~/.keras/keras.json` (`$KERAS_HOME`), else tensorflow."""
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend:
+        return backend
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    try:
+        return str(json.loads((home / "keras.json").read_text(encoding="utf-8")).get("backend", "tensorflow"))
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
+def import_keras(*, quiet: bool = True) -> None:
+    """Import Keras (quietly unless `quiet` is false) with the packages above hidden from it; a no-op when
+    Keras is already loaded. Hidden only during the import: anything may import them afterwards."""
+    if "keras" in sys.modules:
+        return
+    unused = (*UNUSED_BY_OUR_KERAS, "jax") if keras_backend() != "jax" else UNUSED_BY_OUR_KERAS
+    hidden = [name for name in unused if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # `import name` now raises ModuleNotFoundError, as if it were not installed
+    try:
+        if quiet:
+            import_quietly("keras")
+        else:
+            importlib.import_module("keras")
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
+
+
+def import_quietly(module: str) -> None:
+    """Import `module` with the process's stderr (file descriptor 2) held in a temporary file.
+
+    Importing TensorFlow prints start-up lines from C++ (oneDNN on AVX-512 CPUs, CPU features)
+    before any log level applies; they would bury a one-line error. Replayed if the import fails
+    (not when it is interrupted: a signal then ends the command with one line).
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            importlib.import_module(module)
+        except Exception as error:
+            os.dup2(saved, 2)
+            stop = stop_signal_behind(error)
+            if stop is not None:
+                raise stop from None
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def stop_signal_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The stop signal that a library turned into another error while importing (Keras reports an interrupted
+    `import optree` as "you need to have `optree` installed"); None when no signal is behind `error`."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
