@@ -15,8 +15,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from optimize.errors import UsageError, UserError
-from optimize.limits import MAX_SEED, MIN_SYNTHETIC_SIZE
 from optimize.keras_import import import_keras
+from optimize.limits import MAX_SEED, MIN_SYNTHETIC_SIZE
 
 DEFAULT_DASHBOARD_PORT = 8080
 PATH_ERROR_EXIT = 2
