@@ -424,11 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     """Check the study file, then train here (one worker) or start worker processes (`--workers`, `--gpus`).
 
-    A config error ends the command before Keras loads, and once, not in every worker. The process that
-    trains imports Keras before anything else does, so that TensorFlow's start-up lines are held back; a
-    pool's parent never loads it.
+    A config or data error ends the command before Keras loads (in a second, not after Keras' start-up),
+    and once, not in every worker. The process that trains then imports Keras before anything else does, so
+    that TensorFlow's start-up lines are held back; a pool's parent never loads it.
     """
     from optimize.search.config import load_config
+    from optimize.training.dataset import load_study_data
     from optimize.workers.options import RunOptions
 
     options = RunOptions(
@@ -448,11 +449,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     check_worker_flags(args)
     config = load_config(args.study)
+    data = load_study_data(config, args.data)
     if not args.gpus and (args.workers or 1) == 1:
         import_keras(quiet=not args.verbose)
         from optimize.workers.worker import run_worker
 
-        return run_worker(options, config=config)
+        return run_worker(options, config=config, data=data)
+    del data  # checked; each worker loads its own
     from optimize.workers.pool import plan_workers, run_worker_pool
 
     trials_per_gpu = args.trials_per_gpu or 1

@@ -141,3 +141,19 @@ def test_importing_results_never_loads_keras(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "imported" in result.stdout
     assert loaded(result.stderr) == []
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one worker", "two workers"])
+def test_run_refuses_bad_data_before_keras_loads_and_once(tmp_path, workers):
+    """A wrong `--data` is answered in about a second, by the command itself, not after Keras' start-up in
+    every worker."""
+    studies = tmp_path / "studies"
+    write_tiny_study(studies)
+    missing = tmp_path / "no_such_images"
+    result = run_probe(studies, "run", "--study", "tiny", "--data", str(missing), *workers)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error: data:" in line]
+    assert len(errors) == 1 and f"{missing} does not exist" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert loaded(result.stderr) == []
+    assert not (studies / "tiny.db").exists()

@@ -70,25 +70,33 @@ def run_worker(
     stream: TextIO | None = None,
     config: StudyConfig | None = None,
     hooks: WorkerHooks | None = None,
+    data: StudyData | None = None,
 ) -> int:
     """Run trials for this worker; returns the process exit code (128 + signal when interrupted).
 
-    `config` is the study file as the caller already loaded it (else it is loaded here): once per process.
+    `config` and `data` are the study file and its data as the caller already loaded them (else they are
+    loaded here): once per process.
     """
     stream = stream or sys.stdout
     keep_freed_memory()
     with InterruptWatch(stream=stream) as watch:
-        return run_trials(options, stream, watch, config or load_config(options.study), hooks or WorkerHooks())
+        config = config or load_config(options.study)
+        return run_trials(options, stream, watch, config, hooks or WorkerHooks(), data)
 
 
 def run_trials(
-    options: RunOptions, stream: TextIO, watch: InterruptWatch, config: StudyConfig, hooks: WorkerHooks
+    options: RunOptions,
+    stream: TextIO,
+    watch: InterruptWatch,
+    config: StudyConfig,
+    hooks: WorkerHooks,
+    data: StudyData | None = None,
 ) -> int:
     """The body of `run_worker`, with the signal watch installed."""
     config = with_study_name(with_seed(config, options.seed), options.new_study)
     autotune = apply_autotune_level(config.training.xla_autotune_level)
     cache_dir = enable_compile_cache(resolve_cache_dir(options.compile_cache))
-    data = load_study_data(config, options.data)
+    data = data if data is not None else load_study_data(config, options.data)
     data_for = hooks.use_data(data) if hooks.use_data else None
     check_device(config, data, options.allow_cpu, stream)
     url = resolve_url(config.name, options.storage)
