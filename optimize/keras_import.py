@@ -14,6 +14,8 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 UNUSED_BY_OUR_KERAS = ("sklearn", "matplotlib", "pandas")
@@ -37,16 +39,23 @@ def import_keras(*, quiet: bool = True) -> None:
     if "keras" in sys.modules:
         return
     unused = (*UNUSED_BY_OUR_KERAS, "jax") if keras_backend() != "jax" else UNUSED_BY_OUR_KERAS
-    hidden = [name for name in unused if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # `import name` now raises ModuleNotFoundError, as if it were not installed
-    try:
+    with hidden(unused):
         if quiet:
             import_quietly("keras")
         else:
             importlib.import_module("keras")
+
+
+@contextmanager
+def hidden(modules: tuple[str, ...]) -> Iterator[None]:
+    """Within the block, importing one of `modules` that is not loaded yet fails as if it were not installed."""
+    names = [name for name in modules if name not in sys.modules]
+    for name in names:
+        sys.modules[name] = None  # `import name` now raises ModuleNotFoundError
+    try:
+        yield
     finally:
-        for name in hidden:
+        for name in names:
             if sys.modules.get(name, False) is None:
                 del sys.modules[name]
 

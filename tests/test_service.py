@@ -185,3 +185,34 @@ def test_keras_loads_without_packages_it_never_uses_here_and_they_import_afterwa
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [json.dumps(loaded), backend, "(2, 1)"]
+
+
+def test_seeding_under_jax_leaves_tensorflow_out_and_still_repeats_every_draw():
+    """Keras' `set_random_seed` imports TensorFlow whenever it is installed; a trial's seeding under JAX must
+    not, and must still reset Python's, NumPy's and Keras' random draws (a model's initial weights)."""
+    code = (
+        "import random, sys\n"
+        "from optimize.keras_import import import_keras\n"
+        "import_keras()\n"
+        "import keras, numpy as np\n"
+        "from optimize.training.train import set_random_seed\n"
+        "draws = []\n"
+        "for _ in range(2):\n"
+        "    set_random_seed(7)\n"
+        "    layer = keras.layers.Conv2D(2, 3)\n"
+        "    layer.build((None, 8, 8, 1))\n"
+        "    weights = float(keras.ops.sum(layer.kernel))\n"
+        "    draws.append((random.random(), float(np.random.rand()), float(keras.random.uniform(())), weights))\n"
+        "print(draws[0] == draws[1], 'tensorflow' in sys.modules)\n"
+        "import tensorflow\n"
+        "print(tensorflow.constant(2).numpy())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == ["True False", "2"]

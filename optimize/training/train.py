@@ -18,6 +18,7 @@ import numpy as np
 import losses
 import models
 from data import DihedralTraining, TrainingBatches, device_batches, epoch_batches
+from optimize.keras_import import hidden
 from optimize.search.settings import TrainSettings
 from optimize.training.device import training_device
 from optimize.training.history import EpochHistory
@@ -40,6 +41,20 @@ class TrainResult:
     """The trained model with its best epoch's weights (early stopping restores them at the end)."""
 
 
+def set_random_seed(seed: int) -> None:
+    """`keras.utils.set_random_seed`, without loading TensorFlow under another backend.
+
+    Keras seeds TensorFlow too whenever it is installed (for `tf.data`, which nothing here uses): a JAX worker
+    loaded it at its first trial, 1.9 s of CPU, 410 MiB and TensorFlow's start-up lines in its output
+    (bench/RESULTS.md). Keras then treats TensorFlow as not installed, as on a machine that has only JAX.
+    """
+    if keras.backend.backend() == "tensorflow":
+        keras.utils.set_random_seed(seed)
+        return
+    with hidden(("tensorflow",)):
+        keras.utils.set_random_seed(seed)
+
+
 def train(
     settings: TrainSettings,
     train_data: Arrays,
@@ -56,7 +71,7 @@ def train(
     raises (a pruner stopping the trial). `save_path` writes the best model as `.keras`.
     """
     history = history if history is not None else EpochHistory()
-    keras.utils.set_random_seed(settings.seed)
+    set_random_seed(settings.seed)
     started = time.perf_counter()
     with dtype_policy(settings.precision):
         network = build_model(settings, input_shape=train_data[0].shape[1:])
