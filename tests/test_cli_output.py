@@ -125,3 +125,28 @@ def test_data_stats_names_the_foreground_fraction_as_the_readme_does(tmp_path):
     assert "positive pixel" not in result.stdout.lower()
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert "foreground fraction" in readme and "positive pixel ratio" not in readme.lower()
+
+
+@pytest.mark.parametrize(
+    ("backend", "training", "workers", "notes"),
+    [
+        ("jax", "", [], 1),
+        ("jax", "", ["--workers", "2"], 1),
+        ("jax", "jit_compile = true\n", [], 0),
+    ],
+    ids=["jax", "jax, two workers", "jax with XLA"],
+)
+def test_a_jax_study_without_xla_is_told_so_once(tmp_path, backend, training, workers, notes):
+    """Under JAX a step without XLA runs op by op (17x slower). The run then stops at an unusable compile cache,
+    right after Keras loads, so no trial trains here (TensorFlow keeps no cache; test_config covers it)."""
+    path = write_tiny_study(tmp_path)
+    path.write_text(path.read_text().replace("run_eagerly = true\n", training))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    run = run_cli(
+        "run", "--study", str(path), "--compile-cache", str(blocker / "cache"), *workers,
+        env={"KERAS_BACKEND": backend},
+    )  # fmt: skip
+    expected = f"note: {path}: [training] jit_compile is off, so under JAX each operation of a training step "
+    assert run.stdout.count(expected) == notes, run.stdout
+    assert run.returncode == 1 and "cannot create the folder" in run.stdout + run.stderr, run.stderr

@@ -213,3 +213,12 @@ def test_optimize_run_shows_the_warning_for_the_old_section_name(tmp_path):
         f"WARNING optimize.search.config: {path}: [faults] is now called [recovery]; "
         "rename the section (the old name will stop working)"
     ], result.stderr
+
+
+def test_a_step_runs_op_by_op_only_under_jax_without_xla_and_not_asked_for():
+    base = "[data.synthetic]\nn_images = 24\n[search]\narchitecture = ['unet']\n"
+    assert parse(base).runs_op_by_op("jax")
+    assert not parse(base).runs_op_by_op("tensorflow")
+    assert not parse("[training]\njit_compile = true\n" + base).runs_op_by_op("jax")
+    assert not parse("[training]\nrun_eagerly = true\n" + base).runs_op_by_op("jax"), "eager on purpose"
+    assert not parse(base + "jit_compile = [true, false]\n").runs_op_by_op("jax"), "searched"

@@ -179,6 +179,13 @@ class StudyConfig:
     artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
     enqueue: tuple[dict[str, Any], ...] = ()
 
+    def runs_op_by_op(self, backend: str) -> bool:
+        """Whether a training step runs each operation as its own program: under JAX without XLA (`jit_compile`
+        off and not searched), 17x slower than with it (bench/RESULTS.md); `run_eagerly` asks for that on purpose."""
+        training = self.training
+        searched = "jit_compile" in self.search.names()
+        return backend == "jax" and not training.jit_compile and not training.run_eagerly and not searched
+
     def data_dir(self) -> Path | None:
         """`[data] dir` resolved against the config file's folder."""
         if self.data.dir is None:
