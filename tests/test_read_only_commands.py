@@ -10,10 +10,12 @@ import ast
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,26 @@ def test_run_refuses_bad_data_before_keras_loads_and_once(tmp_path, workers):
     assert "Traceback" not in result.stderr
     assert loaded(result.stderr) == []
     assert not (studies / "tiny.db").exists()
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one worker", "two workers"])
+def test_confirm_refuses_bad_data_before_keras_loads_and_once(finished_study, tmp_path, workers):
+    """`confirm` trains like `run`, and checks its data as `run` does: before Keras, once, writing nothing."""
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    shutil.copy(finished_study[1] / "tiny.toml", studies / "tiny.toml")
+    source = finished_study[1] / "tiny.db"
+    with (
+        closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as reader,
+        closing(sqlite3.connect(studies / "tiny.db")) as copy,
+    ):
+        reader.backup(copy)  # the study as a whole: some of it is still in the WAL file
+    before = (studies / "tiny.db").read_bytes()
+    missing = tmp_path / "no_such_images"
+    result = run_probe(studies, "confirm", "--study", "tiny", "--top-k", "1", "--data", str(missing), *workers)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error: data:" in line]
+    assert len(errors) == 1 and f"{missing} does not exist" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert loaded(result.stderr) == []
+    assert (studies / "tiny.db").read_bytes() == before

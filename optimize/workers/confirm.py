@@ -182,32 +182,43 @@ def run_confirm(
 ) -> int:
     """Plan the confirmation, then run its trials here (one worker) or in the `pool`'s processes.
 
-    Bad input (no such study, no COMPLETE trial, other options than the confirmation was made with) ends
-    the command with one line before the storage is written. Ends with the table per configuration
+    Bad input (no such study, no COMPLETE trial, other options than the confirmation was made with, data
+    that cannot be loaded) ends the command with one line before the storage is written and before Keras
+    loads, and once, not in every worker. Ends with the table per configuration
     (`optimize.results.confirmation.confirmation_table`), unless interrupted or a pool's worker process.
     """
+    from optimize.training.dataset import load_study_data
+
     stream = stream or sys.stdout
     url = resolve_url(options.study, options.storage)
     source, plan = plan_confirmation(options, open_storage(url, read_only=True), stream)
     config = confirm_config(source, plan)
     check_folds(source, plan)
+    data = load_study_data(config, options.data)
     if options.n_workers is None:
         print(plan.describe(), file=stream, flush=True)
     if pool is not None:
         from optimize.workers.pool import run_worker_pool
 
+        del data  # checked; each worker loads its own
         code = run_worker_pool(options.worker_args(), pool, shared_gpu, stream, subcommand="confirm")
     else:
-        code = run_one_worker(options, url, config, lambda: confirm_hooks(plan, config, source), stream)
+        code = run_one_worker(options, url, config, lambda: confirm_hooks(plan, config, source), stream, data)
     if code == 0 and options.n_workers is None:
         print_table(plan, url, stream)
     return code
 
 
 def run_one_worker(
-    options: ConfirmOptions, url: str, config: StudyConfig, hooks: Callable[[], WorkerHooks], stream: TextIO
+    options: ConfirmOptions,
+    url: str,
+    config: StudyConfig,
+    hooks: Callable[[], WorkerHooks],
+    stream: TextIO,
+    data: StudyData,
 ) -> int:
-    """Run the companion study's queued trials in this process, as `optimize run` runs a study's.
+    """Run the companion study's queued trials in this process on the checked `data`, as `optimize run` runs
+    a study's.
 
     Keras loads first, with TensorFlow's start-up lines held back (as `run` does); then the `hooks`.
     """
@@ -228,7 +239,7 @@ def run_one_worker(
         rank=options.rank,
         n_workers=options.n_workers or 1,
     )
-    return run_worker(run_options, stream, config=config, hooks=hooks())
+    return run_worker(run_options, stream, config=config, hooks=hooks(), data=data)
 
 
 def plan_confirmation(
