@@ -176,15 +176,7 @@ def test_keras_loads_without_packages_it_never_uses_here_and_they_import_afterwa
         "import jax, matplotlib, pandas, sklearn\n"
         "print(pandas.DataFrame({'a': [1, 2]}).shape)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "KERAS_BACKEND": backend},
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.splitlines() == [json.dumps(loaded), backend, "(2, 1)"]
+    assert python_on(backend, code) == [json.dumps(loaded), backend, "(2, 1)"]
 
 
 def test_seeding_under_jax_leaves_tensorflow_out_and_still_repeats_every_draw():
@@ -207,12 +199,12 @@ def test_seeding_under_jax_leaves_tensorflow_out_and_still_repeats_every_draw():
         "import tensorflow\n"
         "print(tensorflow.constant(2).numpy())\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+    assert python_on("jax", code) == ["True False", "2"]
+
+
+def python_on(backend: str, code: str) -> list[str]:
+    """The lines `code` prints in a new interpreter on `backend` (which must exit 0)."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.splitlines() == ["True False", "2"]
+    return result.stdout.splitlines()
