@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from optimize.errors import UsageError, UserError
-from optimize.keras_import import import_keras, keras_backend
+from optimize.keras_import import import_keras
 from optimize.limits import MAX_SEED, MIN_SYNTHETIC_SIZE
 
 DEFAULT_DASHBOARD_PORT = 8080
@@ -451,12 +451,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.study)
     data = load_study_data(config, args.data)
     if not args.gpus and (args.workers or 1) == 1:
-        if config.runs_op_by_op(keras_backend()) and args.rank == 0:  # once in a pool: its first worker
-            print(
-                f"note: {config.path}: [training] jit_compile is off, so under JAX each operation of a training "
-                "step runs as its own program (17x slower); set jit_compile = true",
-                flush=True,
-            )
         import_keras(quiet=not args.verbose)
         from optimize.workers.worker import run_worker
 

@@ -13,6 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
+from optimize.keras_import import keras_backend
 from optimize.results.record import Reason, store_reason
 from optimize.results.status import best_text
 from optimize.search.config import StudyConfig, load_config
@@ -94,6 +95,13 @@ def run_trials(
 ) -> int:
     """The body of `run_worker`, with the signal watch installed."""
     config = with_study_name(with_seed(config, options.seed), options.new_study)
+    if config.runs_op_by_op(keras_backend()) and options.rank == 0:  # once in a pool: its first worker
+        print(
+            f"note: {config.path}: [training] jit_compile is off, so under JAX each operation of a training "
+            "step runs as its own program (17x slower); set jit_compile = true",
+            file=stream,
+            flush=True,
+        )
     autotune = apply_autotune_level(config.training.xla_autotune_level)
     cache_dir = enable_compile_cache(resolve_cache_dir(options.compile_cache))
     data = data if data is not None else load_study_data(config, options.data)
@@ -117,7 +125,7 @@ def run_trials(
     if followed is not None:
         print(followed, file=stream)
     if cache_dir is not None:
-        print(f"cache {cache_dir} (compiled training steps, shared by workers)", file=stream)
+        print(f"cache {cache_dir} (compiled programs, shared by workers)", file=stream)
     if autotune is not None:
         print(autotune, file=stream)
     if keep_model is not None:
