@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import logging
 import math
@@ -11,12 +10,12 @@ import os
 import re
 import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 from optimize.errors import UsageError, UserError
 from optimize.keras_import import import_keras
 from optimize.limits import MAX_SEED, MIN_SYNTHETIC_SIZE
+from optimize.stop_signals import raise_if_stopped, stop_behind, stop_signals_unwind
 
 DEFAULT_DASHBOARD_PORT = 8080
 PATH_ERROR_EXIT = 2
@@ -33,55 +32,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     (SIGINT exits 130, SIGTERM 143). Only a bug in our own code shows a traceback.
     """
     prog = "optimize"
-    try:
-        with sigterm_unwinds():
+    with stop_signals_unwind():
+        try:
             args = build_parser().parse_args(argv)
             prog = f"optimize {args.name}"
             if hasattr(args, "storage"):
                 check_storage_option(args)
             quiet_libraries(verbose=getattr(args, "verbose", False))
-            return args.command(args) or 0
-    except UserError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt as stop:
-        number = getattr(stop, "signal_number", signal.SIGINT)
-        print(f"{prog}: interrupted by {signal.Signals(number).name}", file=sys.stderr)
-        return 128 + number
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + signal.SIGPIPE
-    except OSError as error:
-        if error.filename is None and error.errno not in ENVIRONMENT_ERRNOS:
+            exit_code = args.command(args) or 0
+            raise_if_stopped()
+            return exit_code
+        except UserError as error:
+            print(f"{prog}: error: {error}", file=sys.stderr)
+            return error.exit_code
+        except KeyboardInterrupt as stop:
+            return interrupted(prog, stop)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 128 + signal.SIGPIPE
+        except Exception as error:
+            if (stop := stop_behind(error)) is not None:
+                return interrupted(prog, stop)
+            if isinstance(error, OSError) and (error.filename is not None or error.errno in ENVIRONMENT_ERRNOS):
+                print(f"{prog}: error: {os_problem(error)}", file=sys.stderr)
+                return PATH_ERROR_EXIT
             raise
-        print(f"{prog}: error: {os_problem(error)}", file=sys.stderr)
-        return PATH_ERROR_EXIT
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a job's walltime, `kill`), unwound like Ctrl-C so that the command ends with one line."""
-
-    signal_number = signal.SIGTERM
-
-
-@contextlib.contextmanager
-def sigterm_unwinds() -> Iterator[None]:
-    """Within: SIGTERM raises `Terminated`, unless this process ignores or already handles SIGTERM.
-
-    `optimize run` installs its own handlers while trials run (see `optimize.workers.interrupt`).
-    """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-
-    def terminate(number: int, frame: object) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def interrupted(prog: str, stop: KeyboardInterrupt) -> int:
+    """Say which stop signal ended the command; its exit code, as a shell reports a process that signal ended."""
+    number = getattr(stop, "signal_number", signal.SIGINT)
+    print(f"{prog}: interrupted by {signal.Signals(number).name}", file=sys.stderr)
+    return 128 + number
 
 
 def os_problem(error: OSError) -> str:

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from optimize.stop_signals import raise_if_stopped, stop_behind
+
 UNUSED_BY_OUR_KERAS = ("sklearn", "matplotlib", "pandas")
 
 
@@ -35,7 +37,10 @@ def keras_backend() -> str:
 
 def import_keras(*, quiet: bool = True) -> None:
     """Import Keras (quietly unless `quiet` is false) with the packages above hidden from it; a no-op when
-    Keras is already loaded. Hidden only during the import: anything may import them afterwards."""
+    Keras is already loaded. Hidden only during the import: anything may import them afterwards.
+
+    A stop signal that a library swallowed while Keras loaded is raised again here.
+    """
     if "keras" in sys.modules:
         return
     unused = (*UNUSED_BY_OUR_KERAS, "jax") if keras_backend() != "jax" else UNUSED_BY_OUR_KERAS
@@ -44,6 +49,7 @@ def import_keras(*, quiet: bool = True) -> None:
             import_quietly("keras")
         else:
             importlib.import_module("keras")
+    raise_if_stopped()
 
 
 @contextmanager
@@ -75,7 +81,7 @@ def import_quietly(module: str) -> None:
             importlib.import_module(module)
         except Exception as error:
             os.dup2(saved, 2)
-            stop = stop_signal_behind(error)
+            stop = stop_behind(error)
             if stop is not None:
                 raise stop from None
             captured.seek(0)
@@ -84,16 +90,3 @@ def import_quietly(module: str) -> None:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-
-
-def stop_signal_behind(error: BaseException) -> KeyboardInterrupt | None:
-    """The stop signal that a library turned into another error while importing (Keras reports an interrupted
-    `import optree` as "you need to have `optree` installed"); None when no signal is behind `error`."""
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, KeyboardInterrupt):
-            return cause
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return None

@@ -24,6 +24,8 @@ import keras
 import optuna
 from optuna.trial import FrozenTrial
 
+from optimize.stop_signals import raise_if_stopped
+
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 # PBS may signal a worker directly and through `optimize run --gpus` at once: that is one request.
 DUPLICATE_SECONDS = 2.0
@@ -55,6 +57,7 @@ class InterruptWatch:
         self._left = threading.Event()
 
     def __enter__(self) -> InterruptWatch:
+        raise_if_stopped()  # one that a library swallowed before trials started
         self._previous = {number: signal.signal(number, self._handle) for number in HANDLED}
         self._wakeup, writer = socket.socketpair()
         writer.setblocking(False)
