@@ -62,10 +62,15 @@ def stop_signals_unwind() -> Iterator[None]:
             signal.signal(number, handler)
 
 
+def received_stop() -> KeyboardInterrupt | None:
+    """The first stop signal received within `stop_signals_unwind`, as its exception; None if none was."""
+    return stop_exception(_received[0]) if _received else None
+
+
 def raise_if_stopped() -> None:
     """Raise the first stop signal received within `stop_signals_unwind`, if one was."""
-    if _received:
-        raise stop_exception(_received[0])
+    if (stop := received_stop()) is not None:
+        raise stop
 
 
 def stop_behind(error: BaseException) -> KeyboardInterrupt | None:
@@ -81,4 +86,4 @@ def stop_behind(error: BaseException) -> KeyboardInterrupt | None:
             return cause
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
-    return stop_exception(_received[0]) if _received else None
+    return received_stop()
