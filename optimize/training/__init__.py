@@ -4,7 +4,8 @@
 per worker; `history` records every epoch; `out_of_memory` recognises the backend's out-of-memory error;
 `timing` splits a run's seconds into compiling, steps, validation and host work; `device` says where trials
 train and `device_check` refuses a CPU for a study sized for a GPU; `compile_cache`
-and `allocator` prepare the process; `injected_faults` are test hooks.
+and `allocator` prepare the process; `garbage` frees each trial's objects cheaply; `injected_faults` are
+test hooks.
 
 The members that load Keras are imported on first use (PEP 562), so that a command that only reads the
 study's data (`optimize import-results`) never pays for Keras' import.

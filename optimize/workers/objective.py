@@ -10,7 +10,6 @@ and the program it compiled.
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import socket
@@ -32,6 +31,7 @@ from optimize.search.settings import TrainSettings
 from optimize.storage.resilient import ResilientStorage
 from optimize.storage.retries import requeue
 from optimize.training.bead_metrics import bead_metrics
+from optimize.training.garbage import release_memory
 from optimize.training.history import EpochHistory, best_row
 from optimize.training.out_of_memory import is_out_of_memory, smaller_micro_batch
 from optimize.training.timing import FitTiming, compiled_program, trial_time_split
@@ -259,9 +259,3 @@ def database_clock(trial: optuna.Trial) -> Callable[[], float] | None:
     None when the storage is not the worker's `ResilientStorage` (a journal file), whose calls are not timed."""
     storage = trial.storage
     return storage.seconds_in_calls if isinstance(storage, ResilientStorage) else None
-
-
-def release_memory() -> None:
-    """Free the finished trial's model and graphs before the next trial builds its own."""
-    keras.backend.clear_session()
-    gc.collect()

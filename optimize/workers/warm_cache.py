@@ -81,8 +81,8 @@ def warm_cache(
     from optimize.training.compile_cache import enable_compile_cache, resolve_cache_dir
     from optimize.training.dataset import load_study_data
     from optimize.training.device_check import check_device
+    from optimize.training.garbage import release_memory, startup_objects_frozen
     from optimize.training.train import train
-    from optimize.workers.objective import release_memory
 
     cache_dir = resolve_cache_dir(compile_cache)
     backend = keras.backend.backend()
@@ -110,12 +110,13 @@ def warm_cache(
     enable_compile_cache(cache_dir)
     check_device(config, data, allow_cpu, stream)
     started = time.perf_counter()
-    for number, (name, settings) in enumerate(programs.items(), start=1):
-        began = time.perf_counter()
-        train(settings.replace(max_epochs=1, patience=1), data.train, data.val)
-        release_memory()
-        seconds = time.perf_counter() - began
-        print(f"program {number}/{len(programs)}  {name}  {seconds:.1f} s", file=stream, flush=True)
+    with startup_objects_frozen():
+        for number, (name, settings) in enumerate(programs.items(), start=1):
+            began = time.perf_counter()
+            train(settings.replace(max_epochs=1, patience=1), data.train, data.val)
+            release_memory()
+            seconds = time.perf_counter() - began
+            print(f"program {number}/{len(programs)}  {name}  {seconds:.1f} s", file=stream, flush=True)
     total = time.perf_counter() - started
     print(f"warmed {len(programs)} programs in {total:.1f} s; workers with this cache load them", file=stream)
     return 0

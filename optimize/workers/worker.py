@@ -35,6 +35,7 @@ from optimize.training.autotune import apply_autotune_level
 from optimize.training.compile_cache import enable_compile_cache, resolve_cache_dir
 from optimize.training.dataset import StudyData, load_study_data
 from optimize.training.device_check import check_device
+from optimize.training.garbage import startup_objects_frozen
 from optimize.training.injected_faults import error_injection, oom_injection, slow_step_injection
 from optimize.workers.failures import EXIT_REPEATED_ERRORS, RepeatedErrors
 from optimize.workers.interrupt import InterruptWatch
@@ -176,31 +177,32 @@ def run_trials(
         keep_model=keep_model,
     )
     watch.hand_back = objective.hand_back_running
-    try:
-        optimize_until_done(
-            study,
-            objective,
-            n_trials=options.n_trials,
-            timeout=options.timeout,
-            callbacks=[
-                print_trial(stream),
-                errors,
-                stop_at_budget(max_trials),
-                watch.stop_study,
-                *([stop_when_idle(hooks.nothing_left)] if hooks.nothing_left else []),
-            ],
-            stopped=lambda: watch.requested,
-            stream=stream,
-        )
-    except KeyboardInterrupt:
-        print("stopped at once by a second signal; trial marked FAIL", file=stream, flush=True)
-        return watch.exit_code if watch.requested else 130
-    except Exception:
-        # Past `[recovery] reconnect_timeout` every storage call fails; Optuna may have wrapped that failure
-        # in its own (it reads the trial back when its final write fails): report the cause.
-        if isinstance(storage, ResilientStorage) and storage.unreachable is not None:
-            raise storage.unreachable from None
-        raise
+    with startup_objects_frozen():
+        try:
+            optimize_until_done(
+                study,
+                objective,
+                n_trials=options.n_trials,
+                timeout=options.timeout,
+                callbacks=[
+                    print_trial(stream),
+                    errors,
+                    stop_at_budget(max_trials),
+                    watch.stop_study,
+                    *([stop_when_idle(hooks.nothing_left)] if hooks.nothing_left else []),
+                ],
+                stopped=lambda: watch.requested,
+                stream=stream,
+            )
+        except KeyboardInterrupt:
+            print("stopped at once by a second signal; trial marked FAIL", file=stream, flush=True)
+            return watch.exit_code if watch.requested else 130
+        except Exception:
+            # Past `[recovery] reconnect_timeout` every storage call fails; Optuna may have wrapped that failure
+            # in its own (it reads the trial back when its final write fails): report the cause.
+            if isinstance(storage, ResilientStorage) and storage.unreachable is not None:
+                raise storage.unreachable from None
+            raise
     if watch.requested:
         print(
             f"interrupted: the running trial was handed back to the study; exiting {watch.exit_code}",
