@@ -351,7 +351,11 @@ def test_fault_injection_kills_workers_and_their_connections(postgres_url, tmp_p
         return next((t for t in trials if not first_epoch or t.last_step is None), None)
 
     try:
-        wait_for(lambda: len(running(url)) >= 2, 480, "two workers training")
+        # Two trials RUNNING, not yet two past their first epoch: under CI's load the three workers' later
+        # epochs may never overlap before their 3 trials end (seen once, a timeout).
+        wait_for(
+            lambda: len(running(url, min_step=0)) >= 2, 480, "two workers training", watching=tuple(workers.values())
+        )
         with holding(url, "LOCK TABLE trial_intermediate_values IN ACCESS EXCLUSIVE MODE"):
             wait_for(lambda: terminate(url, waiting=True) > 0, 60, "a worker to report")
             terminate(url)
