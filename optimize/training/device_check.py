@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
-import keras
 import numpy as np
 
 import losses
@@ -20,6 +19,7 @@ from optimize.results.formatting import format_duration
 from optimize.search.config import StudyConfig
 from optimize.training.dataset import StudyData
 from optimize.training.device import training_device
+from optimize.training.garbage import release_memory
 from optimize.training.train import build_model, dtype_policy, make_optimizer
 
 GPU_SIZED_IMAGE = 256
@@ -83,5 +83,5 @@ def measure_step(config: StudyConfig, data: StudyData) -> float:
         started = time.perf_counter()
         model.train_on_batch(images, masks)
         seconds = time.perf_counter() - started
-    keras.backend.clear_session()
+    release_memory()
     return seconds

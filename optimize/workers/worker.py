@@ -177,32 +177,31 @@ def run_trials(
         keep_model=keep_model,
     )
     watch.hand_back = objective.hand_back_running
-    with startup_objects_frozen():
-        try:
-            optimize_until_done(
-                study,
-                objective,
-                n_trials=options.n_trials,
-                timeout=options.timeout,
-                callbacks=[
-                    print_trial(stream),
-                    errors,
-                    stop_at_budget(max_trials),
-                    watch.stop_study,
-                    *([stop_when_idle(hooks.nothing_left)] if hooks.nothing_left else []),
-                ],
-                stopped=lambda: watch.requested,
-                stream=stream,
-            )
-        except KeyboardInterrupt:
-            print("stopped at once by a second signal; trial marked FAIL", file=stream, flush=True)
-            return watch.exit_code if watch.requested else 130
-        except Exception:
-            # Past `[recovery] reconnect_timeout` every storage call fails; Optuna may have wrapped that failure
-            # in its own (it reads the trial back when its final write fails): report the cause.
-            if isinstance(storage, ResilientStorage) and storage.unreachable is not None:
-                raise storage.unreachable from None
-            raise
+    try:
+        optimize_until_done(
+            study,
+            objective,
+            n_trials=options.n_trials,
+            timeout=options.timeout,
+            callbacks=[
+                print_trial(stream),
+                errors,
+                stop_at_budget(max_trials),
+                watch.stop_study,
+                *([stop_when_idle(hooks.nothing_left)] if hooks.nothing_left else []),
+            ],
+            stopped=lambda: watch.requested,
+            stream=stream,
+        )
+    except KeyboardInterrupt:
+        print("stopped at once by a second signal; trial marked FAIL", file=stream, flush=True)
+        return watch.exit_code if watch.requested else 130
+    except Exception:
+        # Past `[recovery] reconnect_timeout` every storage call fails; Optuna may have wrapped that failure
+        # in its own (it reads the trial back when its final write fails): report the cause.
+        if isinstance(storage, ResilientStorage) and storage.unreachable is not None:
+            raise storage.unreachable from None
+        raise
     if watch.requested:
         print(
             f"interrupted: the running trial was handed back to the study; exiting {watch.exit_code}",
@@ -242,33 +241,35 @@ def optimize_until_done(
 
     Such a trial (`TrialAbandoned`) was already failed and queued again by another worker, after this
     worker's heartbeat could not be written for the grace period. When the database is gone for
-    good, `DatabaseUnreachable` is raised instead. Nothing starts once `stopped()` is true.
+    good, `DatabaseUnreachable` is raised instead. Nothing starts once `stopped()` is true. The collection
+    after each trial skips the objects alive when this starts (`optimize.training.garbage`).
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    while not stopped():
-        remaining_trials = None if n_trials is None else n_trials - objective.started
-        remaining_time = None if deadline is None else deadline - time.monotonic()
-        if remaining_trials == 0 or (remaining_time is not None and remaining_time <= 0):
-            return
-        try:
-            study.optimize(
-                objective,
-                n_trials=remaining_trials,
-                timeout=remaining_time,
-                callbacks=callbacks,
-                catch=(Exception,),
-                gc_after_trial=True,
-            )
-            return
-        except TrialAbandoned as abandoned:
-            if not isinstance(abandoned.cause, optuna.exceptions.UpdateFinishedTrialError):
-                raise abandoned.cause from None
-            print(
-                f"trial {abandoned.number} was failed by another worker while this one trained it (no heartbeat "
-                "within the grace period) and queued again; this worker goes on with the next trial",
-                file=stream,
-                flush=True,
-            )
+    with startup_objects_frozen():
+        while not stopped():
+            remaining_trials = None if n_trials is None else n_trials - objective.started
+            remaining_time = None if deadline is None else deadline - time.monotonic()
+            if remaining_trials == 0 or (remaining_time is not None and remaining_time <= 0):
+                return
+            try:
+                study.optimize(
+                    objective,
+                    n_trials=remaining_trials,
+                    timeout=remaining_time,
+                    callbacks=callbacks,
+                    catch=(Exception,),
+                    gc_after_trial=True,
+                )
+                return
+            except TrialAbandoned as abandoned:
+                if not isinstance(abandoned.cause, optuna.exceptions.UpdateFinishedTrialError):
+                    raise abandoned.cause from None
+                print(
+                    f"trial {abandoned.number} was failed by another worker while this one trained it (no heartbeat "
+                    "within the grace period) and queued again; this worker goes on with the next trial",
+                    file=stream,
+                    flush=True,
+                )
 
 
 def with_seed(config: StudyConfig, seed: int | None) -> StudyConfig:
