@@ -95,6 +95,17 @@ def trials_of(url: str, study: str = "tiny") -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=study, storage=storage).get_trials()
 
 
+def read_until(process: subprocess.Popen, marker: str, count: int = 1) -> list[str]:
+    """The lines `process` printed up to the `count`-th one holding `marker`; fails, showing them, if its
+    output ends first."""
+    lines: list[str] = []
+    while sum(marker in line for line in lines) < count:
+        line = process.stdout.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    return lines
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

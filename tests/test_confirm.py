@@ -38,6 +38,7 @@ from optimize.results.record import stored_val_counts
 from optimize.storage import open_storage
 from optimize.workers.confirm import ConfirmOptions, plan_confirmation, toml_text
 from tests.conftest import OPTIMIZE, write_tiny_study
+from tests.helpers import read_until
 
 SOURCE = "tiny"
 CONFIRM = "tiny-confirm"
@@ -181,11 +182,7 @@ def test_sigterm_hands_the_runs_back_and_a_rerun_completes_each_once(source_db, 
     postgres_copy(source_db, postgres_url)
     options = ("--top-k", "2", "--seeds", "2", "--workers", "2")
     pool = start_confirm(postgres_url, *options, env={"OPTIMIZE_TEST_SLOW_STEP": "train:600"})
-    lines: list[str] = []
-    while sum("injected slow train step" in line for line in lines) < 2:
-        line = pool.stdout.readline()
-        assert line, "".join(lines)
-        lines.append(line)
+    lines = read_until(pool, "injected slow train step", count=2)
     sent = time.monotonic()
     pool.send_signal(signal.SIGTERM)
     output, _ = pool.communicate(timeout=90)

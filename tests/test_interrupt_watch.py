@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from optimize.workers.interrupt import STOP_WITHIN
 from tests.conftest import OPTIMIZE, write_tiny_study
+from tests.helpers import read_until
 
 
 @pytest.mark.parametrize("phase", ["train", "val"])
@@ -32,11 +33,7 @@ def test_sigterm_during_a_slow_batch_hands_the_trial_back_within_seconds(tmp_pat
             "OPTIMIZE_TEST_SLOW_STEP": f"{phase}:600",
         },
     )
-    lines = []
-    while not any(f"injected slow {phase} step" in line for line in lines):
-        line = worker.stdout.readline()
-        assert line, "".join(lines)
-        lines.append(line)
+    read_until(worker, f"injected slow {phase} step")
     sent = time.monotonic()
     worker.send_signal(signal.SIGTERM)
     output, _ = worker.communicate(timeout=60)

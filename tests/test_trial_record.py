@@ -19,7 +19,7 @@ from optimize.results.record import Reason, read_record, requeued_attrs, store_r
 from optimize.workers.objective import history_summary
 from optimize.workers.progress import trial_line
 from tests.conftest import OPTIMIZE, run_cli, write_tiny_study
-from tests.helpers import made_rows
+from tests.helpers import made_rows, read_until
 
 SPACE = {"learning_rate": FloatDistribution(1e-5, 1e-2, log=True)}
 REQUEUED_COPY = 5
@@ -164,11 +164,7 @@ def test_the_rerun_of_an_interrupted_trial_names_it_in_search_results(tmp_path):
         text=True,
         env={**os.environ, **env, "OPTIMIZE_TEST_SLOW_STEP": "train:600"},
     )
-    lines = []
-    while not any("injected slow train step" in line for line in lines):
-        line = worker.stdout.readline()
-        assert line, "".join(lines)
-        lines.append(line)
+    read_until(worker, "injected slow train step")
     worker.send_signal(signal.SIGTERM)
     output, _ = worker.communicate(timeout=60)
     assert worker.returncode == 143, output
