@@ -84,6 +84,20 @@ def write_tiny_study(
     return path
 
 
+@pytest.fixture(autouse=True)
+def checkout_studies_untouched():
+    """No test writes into the checkout's own `studies/` folder: that is where users keep their studies.
+
+    A test whose subprocess runs from the checkout without `OPTIMIZE_STUDIES_DIR` writes there unseen
+    (a database, a study's artifacts), so every test is checked after it ends.
+    """
+    folder = ROOT / "studies"
+    before = {path.name for path in folder.iterdir()}
+    yield
+    added = sorted({path.name for path in folder.iterdir()} - before)
+    assert not added, f"the test wrote {', '.join(added)} into {folder}"
+
+
 @pytest.fixture
 def studies(tmp_path, monkeypatch) -> Path:
     """A studies folder holding `tiny.toml`, made the current one for the `optimize` code."""

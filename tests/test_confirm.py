@@ -86,13 +86,14 @@ def expected_runs(source: optuna.Study, top_k: int, seeds: tuple[int, ...]) -> C
     return Counter((trial.number, seed) for trial in ranked_complete(source.get_trials())[:top_k] for seed in seeds)
 
 
-def start_confirm(url: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+def start_confirm(url: str, studies: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """`optimize confirm` of the source study on `url`, keeping its models in `studies`."""
     return subprocess.Popen(
         [OPTIMIZE, "confirm", "--study", SOURCE, "--storage", url, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OPTIMIZE_STUDIES_DIR": str(studies), **(env or {})},
     )
 
 
@@ -159,29 +160,24 @@ def test_confirm_retrains_the_top_configurations_with_new_seeds(studies, capsys)
     assert "study tiny-confirm was made by `optimize confirm --top-k 2 --seeds 2`; this command says --top-k 3" in error
 
 
-def test_two_workers_on_postgresql_run_every_rerun_exactly_once(source_db, postgres_url):
+def test_two_workers_on_postgresql_run_every_rerun_exactly_once(source_db, postgres_url, tmp_path):
     postgres_copy(source_db, postgres_url)
-    result = subprocess.run(
-        [OPTIMIZE, "confirm", "--study", SOURCE, "--storage", postgres_url, "--top-k", "2", "--seeds", "2"]
-        + ["--workers", "2"],
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    pool = start_confirm(postgres_url, tmp_path, "--top-k", "2", "--seeds", "2", "--workers", "2")
+    output, _ = pool.communicate(timeout=400)
+    assert pool.returncode == 0, output
     source, confirm = load(postgres_url, SOURCE), load(postgres_url, CONFIRM)
     assert Counter(confirm_runs(confirm)) == expected_runs(source, 2, (1, 2))
     assert all(t.state == TrialState.COMPLETE for t in confirm.get_trials())
     assert len(source.get_trials()) == SOURCE_TRIALS
-    ranks = {line[:4] for line in result.stdout.splitlines() if line.startswith("[w")}
+    ranks = {line[:4] for line in output.splitlines() if line.startswith("[w")}
     assert ranks == {"[w0]", "[w1]"}
-    assert result.stdout.count("single-run best") == 1  # the table once, from the parent
+    assert output.count("single-run best") == 1  # the table once, from the parent
 
 
-def test_sigterm_hands_the_runs_back_and_a_rerun_completes_each_once(source_db, postgres_url):
+def test_sigterm_hands_the_runs_back_and_a_rerun_completes_each_once(source_db, postgres_url, tmp_path):
     postgres_copy(source_db, postgres_url)
     options = ("--top-k", "2", "--seeds", "2", "--workers", "2")
-    pool = start_confirm(postgres_url, *options, env={"OPTIMIZE_TEST_SLOW_STEP": "train:600"})
+    pool = start_confirm(postgres_url, tmp_path, *options, env={"OPTIMIZE_TEST_SLOW_STEP": "train:600"})
     lines = read_until(pool, "injected slow train step", count=2)
     sent = time.monotonic()
     pool.send_signal(signal.SIGTERM)
@@ -196,7 +192,7 @@ def test_sigterm_hands_the_runs_back_and_a_rerun_completes_each_once(source_db, 
         assert [t.state for t in copies] == [TrialState.WAITING]
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
-    finisher = start_confirm(postgres_url, *options)
+    finisher = start_confirm(postgres_url, tmp_path, *options)
     output, _ = finisher.communicate(timeout=400)
     assert finisher.returncode == 0, output
     source, confirm = load(postgres_url, SOURCE), load(postgres_url, CONFIRM)
