@@ -2,8 +2,8 @@
 
 Importing Keras loads, when they are installed, scikit-learn (its estimator wrappers), matplotlib (image
 galleries), pandas (DataFrame inputs) and, under TensorFlow, JAX (through `tf.lite`). This project installs
-them for its own uses (the data split, Optuna's importances, reports, the JAX backend), and none of its
-Keras calls needs them; without them Keras loads in 60 % of the CPU time and 70 % of the memory
+them for its own uses (Optuna's importances, reports, the JAX backend), and none of its Keras calls
+needs them; without them Keras loads in 60 % of the CPU time and 70 % of the memory
 (bench/RESULTS.md, "Keras' start-up").
 """
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -365,6 +368,101 @@ def test_split_of_two_images_gives_one_each():
     train, val = stratified_split(masks_with_counts([1, 2]))
 
     assert len(train) == len(val) == 1
+
+
+def library_split(counts: np.ndarray, val_fraction: float, n_bins: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The split as it was computed with pandas and scikit-learn, which existing studies were split with."""
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    n_images = len(counts)
+    n_val = min(max(math.ceil(n_images * val_fraction), 1), n_images - 1)
+    n_bins = min(n_bins, n_val, n_images - n_val)
+    bins = np.nan_to_num(pd.qcut(counts, q=n_bins, labels=False, duplicates="drop"), nan=0).astype(int)
+    stratify = bins if np.bincount(bins).min() >= 2 else None
+    train, val = train_test_split(np.arange(n_images), test_size=n_val, random_state=seed, stratify=stratify)
+    return np.sort(train), np.sort(val)
+
+
+def library_folds(counts: np.ndarray, k: int, seed: int, n_bins: int) -> list[np.ndarray]:
+    """The cross-validation folds as they were computed with pandas and scikit-learn."""
+    import pandas as pd
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    n_bins = max(1, min(n_bins, len(counts) // k))
+    bins = np.nan_to_num(pd.qcut(counts, q=n_bins, labels=False, duplicates="drop"), nan=0).astype(int)
+    indices = np.arange(len(counts))
+    if np.bincount(bins).min() >= k:
+        folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(indices, bins)
+    else:
+        folds = KFold(n_splits=k, shuffle=True, random_state=seed).split(indices)
+    return [np.sort(val) for _, val in folds]
+
+
+def object_counts(rng: np.random.Generator) -> np.ndarray:
+    """Objects per image of a random data set: 2 to 120 images, counts from few values with many ties (sparse
+    images) to a wide spread (the users' 12 to 254 beads)."""
+    n_images = int(rng.integers(2, 121))
+    kind = rng.integers(4)
+    if kind == 0:
+        return rng.integers(0, rng.integers(1, 4), n_images)
+    if kind == 1:
+        return rng.integers(12, 255, n_images)
+    if kind == 2:
+        return rng.poisson(rng.uniform(0.5, 110), n_images)
+    return np.full(n_images, rng.integers(0, 5))
+
+
+def test_split_and_folds_match_pandas_and_scikit_learn_draw_for_draw():
+    """Our split must put every image on the side where the libraries put it, or existing studies would
+    train on other images: 3,000 random data sets (ties, single values, 2 to 120 images), seeds and sizes."""
+    from data._split import folds_by_counts, split_by_counts
+
+    rng = np.random.default_rng(0)
+    stratified = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(2000):
+            counts = object_counts(rng)
+            val_fraction = float(rng.choice([0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.9]))
+            n_bins, seed = int(rng.integers(1, 8)), int(rng.integers(0, 2**31))
+            ours = split_by_counts(counts, val_fraction, n_bins, seed)
+            theirs = library_split(counts, val_fraction, n_bins, seed)
+            assert [side.tolist() for side in ours] == [side.tolist() for side in theirs], (counts, val_fraction, seed)
+        for _ in range(1000):
+            counts = object_counts(rng)
+            k = int(rng.integers(2, min(len(counts), 10) + 1)) if len(counts) >= 2 else 2
+            n_bins, seed = int(rng.integers(1, 8)), int(rng.integers(0, 2**31))
+            ours, theirs = folds_by_counts(counts, k, seed, n_bins), library_folds(counts, k, seed, n_bins)
+            assert [fold.tolist() for fold in ours] == [fold.tolist() for fold in theirs], (counts, k, seed)
+            stratified += len({tuple(fold) for fold in ours}) == k
+    assert stratified > 500
+
+
+def test_quantile_bins_are_pandas_qcut_with_duplicate_edges_dropped():
+    import pandas as pd
+
+    from data._split import quantile_bins
+
+    rng = np.random.default_rng(1)
+    for _ in range(2000):
+        values, n_bins = object_counts(rng), int(rng.integers(1, 12))
+        expected = np.nan_to_num(pd.qcut(values, q=n_bins, labels=False, duplicates="drop"), nan=0).astype(int)
+        assert quantile_bins(values, n_bins).tolist() == expected.tolist(), (values, n_bins)
+
+
+def test_finding_the_split_loads_neither_pandas_nor_scikit_learn():
+    code = (
+        "import sys; import numpy as np; from data import stratified_split, stratified_folds\n"
+        "masks = np.zeros((20, 16, 16, 1), np.float32)\n"
+        "for count, mask in enumerate(masks): mask.reshape(-1)[: 2 * count : 2] = 1\n"
+        "stratified_split(masks, 0.2, seed=1); stratified_folds(masks, 4, seed=1)\n"
+        "print(sorted(name for name in ('pandas', 'sklearn') if name in sys.modules))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "[]"
 
 
 # --- synthetic microbeads -----------------------------------------------------------------------

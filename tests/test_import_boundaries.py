@@ -109,3 +109,15 @@ def test_the_checker_sees_an_import_of_keras():
     seen = reachable("optimize.workers.worker")
     assert "keras" in seen and "optimize.training.train" in seen
     assert "optimize.results.record" in seen
+
+
+TABLE_AND_FIGURE_LIBRARIES = ("pandas", "sklearn", "matplotlib", "plotly")
+
+
+@pytest.mark.parametrize("start", ["optimize.workers.worker", "optimize.workers.pool"])
+def test_a_worker_never_imports_the_table_and_figure_libraries(start):
+    """Every GPU node starts one worker per trial slot, and each import costs every start CPU seconds
+    (pandas and scikit-learn 0.7 s): the worker's own code and the data split need none of these."""
+    seen = reachable(start)
+    bad = [name for name in seen if name.split(".")[0] in TABLE_AND_FIGURE_LIBRARIES]
+    assert not bad, f"{start} imports {chain(seen, bad[0])}"

@@ -21,8 +21,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from optimize.results.formatting import format_params
-from optimize.results.frame import study_metric
-from optimize.results.record import read_record
+from optimize.results.record import read_record, study_metric
 from optimize.search.study import confirm_study_name
 
 CONFIRM_ATTR = "confirm"

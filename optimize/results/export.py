@@ -15,8 +15,8 @@ from optimize.errors import UserError
 from optimize.folders import make_output_folder, studies_dir
 from optimize.inference.portable import write_portable_model
 from optimize.results.confirmation import ConfirmedPick, confirmed_pick, load_confirmation
-from optimize.results.frame import history_frame, stored_config, study_metric, trial_value, trials_frame
-from optimize.results.record import OBJECT_METRICS, read_record
+from optimize.results.frame import history_frame, stored_config, trials_frame
+from optimize.results.record import OBJECT_METRICS, read_record, study_metric, trial_value
 from optimize.search.study import package_versions
 from optimize.storage import redact, storage_kind
 from optimize.storage.artifacts import download_model, resolve_artifact_folder

@@ -13,10 +13,9 @@ from optimize.errors import ConfigError
 from optimize.results.record import (
     HISTORY_COLUMNS,
     OBJECT_METRICS,
-    VAL_JACCARD,
-    TrialRecord,
     read_record,
     stored_history,
+    trial_value,
 )
 from optimize.search.config import StudyConfig, parse_config
 from optimize.search.fingerprint import FINGERPRINT_ATTR, recorded_pruner
@@ -73,22 +72,6 @@ def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
     )
     frame.insert(0, "rank", range(1, len(frame) + 1))
     return frame.reset_index(drop=True)
-
-
-def trial_value(trial: FrozenTrial, record: TrialRecord) -> float | None:
-    """The trial's val Jaccard: the best epoch's as stored, else (an old or killed trial) its value when
-    COMPLETE (before the study file's `metric` existed, the value was the val Jaccard) or its best report."""
-    if record.best_val_jaccard is not None:
-        return record.best_val_jaccard
-    if trial.state == TrialState.COMPLETE:
-        return trial.value
-    values = [v for v in trial.intermediate_values.values() if v == v]
-    return max(values) if values else None
-
-
-def study_metric(study: optuna.Study) -> str:
-    """The metric the study maximizes (its Optuna metric name); val Jaccard for studies that did not name one."""
-    return (study.metric_names or [VAL_JACCARD])[0]
 
 
 def history_frame(trial: FrozenTrial) -> pd.DataFrame:

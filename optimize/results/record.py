@@ -47,7 +47,7 @@ from enum import StrEnum
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from optimize.errors import UserError
 
@@ -400,3 +400,19 @@ def finite_or_none(value: Any) -> float | None:
     """The value as a float, or None for NaN and infinity (which JSON cannot hold)."""
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def trial_value(trial: FrozenTrial, record: TrialRecord) -> float | None:
+    """The trial's val Jaccard: the best epoch's as stored, else (an old or killed trial) its value when
+    COMPLETE (before the study file's `metric` existed, the value was the val Jaccard) or its best report."""
+    if record.best_val_jaccard is not None:
+        return record.best_val_jaccard
+    if trial.state == TrialState.COMPLETE:
+        return trial.value
+    values = [v for v in trial.intermediate_values.values() if v == v]
+    return max(values) if values else None
+
+
+def study_metric(study: optuna.Study) -> str:
+    """The metric the study maximizes (its Optuna metric name); val Jaccard for studies that did not name one."""
+    return (study.metric_names or [VAL_JACCARD])[0]

@@ -9,8 +9,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from optimize.results.formatting import format_params, format_scores
-from optimize.results.frame import study_metric, trial_value
-from optimize.results.record import OBJECT_METRICS, VAL_JACCARD, read_record
+from optimize.results.record import OBJECT_METRICS, VAL_JACCARD, read_record, study_metric, trial_value
 from optimize.search.study import budget_used
 
 RECENT_REASONS = 10

@@ -44,8 +44,15 @@ from optimize.results.confirmation import (
     format_confirmation,
     ranked_complete,
 )
-from optimize.results.frame import study_metric
-from optimize.results.record import CONFIRM_FOLD, CONFIRM_OF, CONFIRM_SEED, Reason, fixed_params, store_reason
+from optimize.results.record import (
+    CONFIRM_FOLD,
+    CONFIRM_OF,
+    CONFIRM_SEED,
+    Reason,
+    fixed_params,
+    store_reason,
+    study_metric,
+)
 from optimize.search.config import StudyConfig, parse_config
 from optimize.search.settings import TrainSettings
 from optimize.search.study import confirm_study_name, load_existing_study

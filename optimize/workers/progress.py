@@ -10,8 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from optimize.results.formatting import format_duration, format_params, format_scores
-from optimize.results.frame import trial_value
-from optimize.results.record import read_record
+from optimize.results.record import read_record, trial_value
 
 NON_TTY_EPOCH_INTERVAL = 30.0
 IN_EPOCH_AFTER = 3.0
