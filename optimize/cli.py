@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from optimize.errors import UsageError, UserError
 from optimize.keras_import import import_keras
 from optimize.limits import MAX_SEED, MIN_SYNTHETIC_SIZE
-from optimize.stop_signals import raise_if_stopped, stop_behind, stop_signals_unwind
+from optimize.stop_signals import raise_if_stopped, signal_exit_code, stop_behind, stop_signals_unwind
 
 DEFAULT_DASHBOARD_PORT = 8080
 PATH_ERROR_EXIT = 2
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return interrupted(prog, stop)
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 128 + signal.SIGPIPE
+            return signal_exit_code(signal.SIGPIPE)
         except Exception as error:
             if (stop := stop_behind(error)) is not None:
                 return interrupted(prog, stop)
@@ -63,7 +63,7 @@ def interrupted(prog: str, stop: KeyboardInterrupt) -> int:
     """Say which stop signal ended the command; its exit code, as a shell reports a process that signal ended."""
     number = getattr(stop, "signal_number", signal.SIGINT)
     print(f"{prog}: interrupted by {signal.Signals(number).name}", file=sys.stderr)
-    return 128 + number
+    return signal_exit_code(number)
 
 
 def os_problem(error: OSError) -> str:

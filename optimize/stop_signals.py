@@ -27,6 +27,11 @@ _received: list[int] = []
 """The stop signals received within `stop_signals_unwind`, oldest first."""
 
 
+def signal_exit_code(number: int) -> int:
+    """The exit code of a command that signal `number` ended: 128 + the number, as a shell reports it."""
+    return 128 + number
+
+
 def stop_exception(number: int) -> KeyboardInterrupt:
     """The exception that stands for stop signal `number`."""
     return Terminated() if number == signal.SIGTERM else KeyboardInterrupt()

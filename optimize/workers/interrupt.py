@@ -24,7 +24,7 @@ import keras
 import optuna
 from optuna.trial import FrozenTrial
 
-from optimize.stop_signals import raise_if_stopped
+from optimize.stop_signals import raise_if_stopped, signal_exit_code
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 # PBS may signal a worker directly and through `optimize run --gpus` at once: that is one request.
@@ -80,8 +80,8 @@ class InterruptWatch:
 
     @property
     def exit_code(self) -> int:
-        """128 + signal number, as shells report a process ended by that signal."""
-        return 128 + (self.signal_number or 0)
+        """The exit code of a worker that this stop signal ended (`signal_exit_code`)."""
+        return signal_exit_code(self.signal_number or 0)
 
     def _handle(self, number: int, frame: object) -> None:
         if self.signal_number is None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from optimize.errors import UsageError
+from optimize.stop_signals import signal_exit_code
 
 ALL_VISIBLE = "all-visible"
 
@@ -178,7 +179,7 @@ def run_worker_pool(
     for rank, code in failed:
         print(f"[w{rank}] exited with code {code}", file=stream, flush=True)
     if received and not failed:
-        return 128 + received[0]
+        return signal_exit_code(received[0])
     return failed[0][1] if failed else 0
 
 
