@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from optimize.cli import main
@@ -165,6 +166,20 @@ def test_nan_loss_is_pruned_with_reason(studies):
     assert trial.state == TrialState.PRUNED
     assert trial.user_attrs["reason"] == "nan"
     assert trial.user_attrs["epochs_run"] == 1
+
+
+@pytest.mark.parametrize("max_epochs, state, epochs_run", [(2, TrialState.PRUNED, 1), (1, TrialState.COMPLETE, 1)])
+def test_a_trial_is_never_pruned_after_its_last_epoch(studies, max_epochs, state, epochs_run):
+    """A pruner that prunes everything prunes at epoch 1 of 2, but a trial whose epoch 1 is its last completes:
+    it trained all its epochs, and only a COMPLETE trial can become the study's best."""
+    write_tiny_study(studies, max_epochs=max_epochs)
+    config = load_config("tiny")
+    data = load_study_data(config)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    study.optimize(Objective(config, data.train, data.val), n_trials=1)
+    trial = study.trials[0]
+    assert (trial.state, trial.user_attrs["epochs_run"]) == (state, epochs_run)
+    assert trial.intermediate_values.keys() == {1}
 
 
 def test_cpu_workers_share_the_cores(monkeypatch):

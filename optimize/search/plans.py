@@ -608,7 +608,8 @@ def rule_pruner(max_epochs: int) -> Choice:
         rung *= factor
     why = (
         f"ASHA rungs at epochs {', '.join(map(str, rungs))} of {max_epochs}: a trial continues past a rung only in "
-        f"the top half; the first rung at ~{int(ASHA_FIRST_RUNG_FRACTION * 100)} % of the epochs, not before epoch "
+        "the top half (at its last epoch a trial completes, never pruned); the first rung at "
+        f"~{int(ASHA_FIRST_RUNG_FRACTION * 100)} % of the epochs, not before epoch "
         f"{ASHA_MIN_FIRST_RUNG}: on the users' grid replayed (bench/replay.py) this reaches the grid's best within "
         "1/3 of its epochs in every replay, earlier or sharper rungs prune its slow-starting best"
     )

@@ -220,7 +220,7 @@ class Objective:
                     settings,
                     self.train_data,
                     self.val_data,
-                    callbacks=[timing, ReportToTrial(trial), *extra],
+                    callbacks=[timing, ReportToTrial(trial, settings.max_epochs), *extra],
                     history=history,
                     verbose=self.verbose,
                 )

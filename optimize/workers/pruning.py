@@ -1,7 +1,8 @@
 """Keras callback that reports validation Jaccard to the Optuna trial every epoch and prunes.
 
-Like `optuna_integration.KerasPruningCallback`, but steps are epochs counted from 1, a missing
-metric fails at once instead of silently never pruning, and a NaN loss prunes with reason `nan`.
+Like `optuna_integration.KerasPruningCallback`, but steps are epochs counted from 1, the last epoch never
+prunes, a missing metric fails at once instead of silently never pruning, and a NaN loss prunes with reason
+`nan`.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ class PrunedWithReason(optuna.TrialPruned):
 
 
 class ReportToTrial(keras.callbacks.Callback):
-    """Reports `monitor` at the end of each epoch and raises `PrunedWithReason` when the pruner says so."""
+    """Reports `monitor` at the end of each epoch and raises `PrunedWithReason` when the pruner says so, except
+    after `final_epoch`: a trial that trained all its epochs completes. (An ASHA rung at max_epochs, as in the
+    shipped studies, would otherwise turn finished trials, the best among them, into PRUNED ones, which
+    Optuna's best trial and `export-best` never pick.)"""
 
-    def __init__(self, trial: optuna.Trial, monitor: str = "val_jaccard") -> None:
+    def __init__(self, trial: optuna.Trial, final_epoch: int, monitor: str = "val_jaccard") -> None:
         super().__init__()
         self.trial = trial
+        self.final_epoch = final_epoch
         self.monitor = monitor
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -41,5 +46,5 @@ class ReportToTrial(keras.callbacks.Callback):
         if not (math.isfinite(loss) and math.isfinite(value)):
             raise PrunedWithReason(Reason.NAN, step)
         self.trial.report(value, step)
-        if self.trial.should_prune():
+        if step < self.final_epoch and self.trial.should_prune():
             raise PrunedWithReason(Reason.PRUNED, step)

@@ -295,7 +295,8 @@ def pruning_section(data: tables.ReportData, pruning: pd.DataFrame) -> Section:
                 Text(
                     f"ASHA: min_resource {pruner.min_resource}, reduction_factor {pruner.reduction_factor}, "
                     f"min_early_stopping_rate {pruner.min_early_stopping_rate}; rungs at epochs "
-                    f"{', '.join(map(str, rungs))} (max_epochs {config.training.max_epochs})."
+                    f"{', '.join(map(str, rungs))} (max_epochs {config.training.max_epochs}; a trial is never "
+                    "pruned at its last epoch)."
                 )
             )
         else:
