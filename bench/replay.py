@@ -4,9 +4,10 @@ A replay is an in-memory Optuna study with the project's own sampler and pruner 
 `make_pruner`; by default the TPE sampler of `SamplerConfig()` and the ASHA rungs `optimize new-study` plans
 for the table's epochs, or a variant): a trial suggests architecture, batch size and loss,
 then reads that configuration's curve epoch by epoch from the table (one training seed per replay), reports
-each val Jaccard, is pruned when the pruner says so and stops early as the trainer does (`PATIENCE`
-epochs without a better val Jaccard). Epochs read are epochs spent. Every method spends at most the grid's
-epochs (96 configurations to early stopping). Per method over `--replays` replays:
+each val Jaccard, is pruned when the pruner says so (never after its last epoch, as a live trial) and stops
+early as the trainer does (`PATIENCE` epochs without a better val Jaccard). Epochs read are epochs spent.
+Every method spends at most the grid's epochs (96 configurations to early stopping). Per method over `--replays`
+replays:
 
 - how often it reaches the grid's best of that seed (within `TOLERANCE`) using at most a third of the
   grid's epochs, and the median epochs it needed;
@@ -216,7 +217,7 @@ def replay_trials(
             trial.report(float(value), epoch)
             if since >= patience or spent >= budget:
                 break
-            if trial.should_prune():
+            if epoch < epochs_in_table and trial.should_prune():
                 raise optuna.TrialPruned()
         return float(top)
 
