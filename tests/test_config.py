@@ -6,10 +6,11 @@ import logging
 import tomllib
 from pathlib import Path
 
+import optuna
 import pytest
 
 from optimize.errors import ConfigError
-from optimize.search.config import RecoveryConfig, load_config, parse_config
+from optimize.search.config import PrunerConfig, RecoveryConfig, load_config, parse_config
 from optimize.search.settings import TrainSettings
 from tests.conftest import run_cli, write_tiny_study
 
@@ -222,3 +223,29 @@ def test_a_step_runs_op_by_op_only_under_jax_without_xla_and_not_asked_for():
     assert not parse("[training]\njit_compile = true\n" + base).runs_op_by_op("jax")
     assert not parse("[training]\nrun_eagerly = true\n" + base).runs_op_by_op("jax"), "eager on purpose"
     assert not parse(base + "jit_compile = [true, false]\n").runs_op_by_op("jax"), "searched"
+
+
+@pytest.mark.parametrize(
+    "min_resource, reduction_factor, min_early_stopping_rate, max_epochs",
+    [(5, 2, 0, 40), (25, 2, 0, 100), (3, 2, 0, 12), (10, 3, 0, 100), (2, 3, 1, 60), (7, 2, 0, 6)],
+)
+def test_asha_rungs_are_where_optunas_pruner_records_them(
+    min_resource, reduction_factor, min_early_stopping_rate, max_epochs
+):
+    pruner = PrunerConfig(
+        min_resource=min_resource, reduction_factor=reduction_factor, min_early_stopping_rate=min_early_stopping_rate
+    )
+    optuna_pruner = optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=min_resource, reduction_factor=reduction_factor, min_early_stopping_rate=min_early_stopping_rate
+    )
+    study = optuna.create_study(direction="maximize", pruner=optuna_pruner)
+    trial = study.ask()
+    recorded = []
+    for epoch in range(1, max_epochs + 1):
+        trial.report(0.5, epoch)
+        assert not trial.should_prune()
+        rung_keys = [key for key in study._storage.get_trial_system_attrs(trial._trial_id) if "completed_rung" in key]
+        if len(rung_keys) > len(recorded):
+            recorded.append(epoch)
+    assert pruner.asha_rungs(max_epochs) == recorded
+    assert PrunerConfig(kind="median").asha_rungs(max_epochs) == []

@@ -105,6 +105,18 @@ class PrunerConfig:
         if self.min_resource < 1 or self.reduction_factor < 2 or self.min_early_stopping_rate < 0:
             raise ValueError("need min_resource >= 1, reduction_factor >= 2, min_early_stopping_rate >= 0")
 
+    def asha_rungs(self, max_epochs: int) -> list[int]:
+        """Epochs of the ASHA rungs up to max_epochs, as Optuna's SuccessiveHalvingPruner places them: rung k at
+        min_resource · reduction_factor^(min_early_stopping_rate + k). Empty for every other pruner."""
+        if self.kind != "asha":
+            return []
+        rungs: list[int] = []
+        while True:
+            epoch = self.min_resource * self.reduction_factor ** (self.min_early_stopping_rate + len(rungs))
+            if epoch > max_epochs:
+                return rungs
+            rungs.append(epoch)
+
 
 @dataclass(frozen=True)
 class BudgetConfig:

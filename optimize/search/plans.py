@@ -27,7 +27,7 @@ import numpy as np
 from models import ARCHITECTURES
 from optimize.errors import UserError
 from optimize.keras_import import keras_backend
-from optimize.search.config import parse_config
+from optimize.search.config import PrunerConfig, parse_config
 
 # --- The users' sparse/dense comparison (mitochondria vs microbeads) --------------------------------------------
 SPARSE_OBJECTS_PER_IMAGE = 3.0
@@ -601,11 +601,8 @@ def rule_pruner(max_epochs: int) -> Choice:
     first = max(ASHA_MIN_FIRST_RUNG, round(ASHA_FIRST_RUNG_FRACTION * max_epochs))
     while first > 1 and first * factor > max_epochs:
         first -= 1
-    rungs = []
-    rung = first
-    while rung <= max_epochs:
-        rungs.append(rung)
-        rung *= factor
+    pruner = PrunerConfig(kind="asha", min_resource=first, reduction_factor=factor, min_early_stopping_rate=0)
+    rungs = pruner.asha_rungs(max_epochs)
     why = (
         f"ASHA rungs at epochs {', '.join(map(str, rungs))} of {max_epochs}: a trial continues past a rung only in "
         "the top half (at its last epoch a trial completes, never pruned); the first rung at "

@@ -288,7 +288,7 @@ def pruning_section(data: tables.ReportData, pruning: pd.DataFrame) -> Section:
     if config is None:
         section.blocks.append(Text("The study has no stored config (`config_toml`): rungs and max_epochs unknown."))
     else:
-        rungs = tables.asha_rungs(config)
+        rungs = config.pruner.asha_rungs(config.training.max_epochs)
         pruner = config.pruner
         if rungs:
             section.blocks.append(

@@ -272,21 +272,9 @@ def heatmap_table(data: ReportData) -> tuple[pd.DataFrame | None, list[str]]:
     return table.reset_index(), []
 
 
-def asha_rungs(config: StudyConfig | None) -> list[int]:
-    """Epochs of the ASHA rungs up to max_epochs: rung k at min_resource · rf^(min_early_stopping_rate + k)."""
-    if config is None or config.pruner.kind != "asha":
-        return []
-    pruner, rungs = config.pruner, []
-    while True:
-        epoch = pruner.min_resource * pruner.reduction_factor ** (pruner.min_early_stopping_rate + len(rungs))
-        if epoch > config.training.max_epochs:
-            return rungs
-        rungs.append(epoch)
-
-
 def pruning_table(data: ReportData) -> pd.DataFrame:
     """PRUNED trials per rung (every rung listed), per other epoch, and per other reason (nan, oom)."""
-    rungs = asha_rungs(data.config)
+    rungs = data.config.pruner.asha_rungs(data.config.training.max_epochs) if data.config else []
     counts: Counter = Counter()
     for trial in data.trials:
         if trial.state != TrialState.PRUNED:
