@@ -244,7 +244,7 @@ def test_asha_rungs_are_where_optunas_pruner_records_them(
     for epoch in range(1, max_epochs + 1):
         trial.report(0.5, epoch)
         assert not trial.should_prune()
-        rung_keys = [key for key in study._storage.get_trial_system_attrs(trial._trial_id) if "completed_rung" in key]
+        rung_keys = [key for key in study.trials[0].system_attrs if key.startswith("completed_rung_")]
         if len(rung_keys) > len(recorded):
             recorded.append(epoch)
     assert pruner.asha_rungs(max_epochs) == recorded
