@@ -41,10 +41,10 @@ gpu-wheels: install
 		$$($(BIN)/python -m pip freeze | grep -iE '^($(GPU_WHEELS))==')
 	ls .whl
 
-# The demo study and its outputs, so that `make demo` runs it again from scratch; .venv stays.
+# The demo study, its kept models and its outputs, so that `make demo` runs it again from scratch; .venv stays.
 clean-demo:
-	rm -rf studies/demo.db studies/demo.db-* studies/demo/
+	rm -rf studies/demo.db studies/demo.db-* studies/demo.artifacts/ studies/demo/
 
-# clean-demo, plus .venv and every SQLite study database in studies/ (not only the demo's).
+# clean-demo, plus .venv and every SQLite study database in studies/ with its kept models (not only the demo's).
 clean: clean-demo
-	rm -rf $(VENV) studies/*.db studies/*.db-*
+	rm -rf $(VENV) studies/*.db studies/*.db-* studies/*.artifacts/

@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         type=new_study_name,
         help="run the config's study as a new study NAME, in the same --storage or else studies/NAME.db, leaving "
-        "the old study as it is; later commands take --study NAME (default: the study's own name)",
+        "the old study as it is; workers that join it give the same --study and --new-study, read-only commands "
+        "and confirm take --study NAME (default: the study's own name)",
     )
     worker_options(run, n_workers_default=1)
 

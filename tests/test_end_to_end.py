@@ -7,6 +7,7 @@ import csv
 import json
 import re
 import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -58,3 +59,14 @@ def test_search_export_predict_evaluate(tmp_path):
     assert {name: int(row["n_pred"]) for name, row in rows.items()} == counts
     assert all(int(row["n_true"]) > 0 for row in rows.values())
     assert float(rows["large"]["object_f1"]) >= 0
+
+    # `make clean-demo` (README: "to run the demo again from the start") leaves only the study file.
+    assert (studies / "demo.artifacts").is_dir(), sorted(path.name for path in studies.iterdir())
+    cleaned = subprocess.run(
+        ["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "clean-demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert sorted(path.name for path in studies.iterdir()) == ["demo.toml"]

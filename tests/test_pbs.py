@@ -298,3 +298,32 @@ def test_postgres_job_serves_the_study_and_stops_on_sigterm():
             process.wait()
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(log.parent, ignore_errors=True)
+
+
+def test_postgres_job_takes_the_server_programs_of_pg_config_first():
+    """A `module load postgresql` puts its pg_config on the PATH: its initdb is the one run, not one that
+    the system also has under /usr/lib/postgresql."""
+    user = unprivileged_user()
+    home = Path(tempfile.mkdtemp(prefix="optimize-pbs-", dir="/tmp"))
+    try:
+        module_bin = home / "module" / "bin"
+        module_bin.mkdir(parents=True)
+        (module_bin / "pg_config").write_text(f'#!/bin/bash\n[ "$1" = --bindir ] && echo "{module_bin}"\n')
+        (module_bin / "initdb").write_text('#!/bin/bash\necho "initdb of the loaded module" >&2\nexit 1\n')
+        for program in module_bin.iterdir():
+            program.chmod(0o755)
+        home.chmod(0o755)
+        if user:
+            os.chown(home, user["user"], user["group"])
+        path = f"{module_bin}:{os.environ['PATH']}"
+        env = clean_env(HOME=str(home), PGDATA=str(home / "pgdata"), PG_HOST="127.0.0.1", PG_PORT=str(free_port()))
+        env["PATH"] = path
+        env.pop("PG_BIN", None)
+        result = subprocess.run(
+            ["bash", str(PBS / "postgres.pbs")], capture_output=True, text=True, env=env, cwd=home, timeout=60, **user
+        )
+        assert "initdb of the loaded module" in result.stdout + result.stderr, result.stdout + result.stderr
+        assert f"initdb failed for {home / 'pgdata'}" in result.stderr
+        assert result.returncode == 2
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
