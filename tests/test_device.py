@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import optuna
 
 from tests.conftest import run_cli, write_tiny_study
@@ -42,3 +44,27 @@ def test_allow_cpu_runs_it_and_says_so(tmp_path):
     assert "timing one training step" not in result.stdout
     trials = optuna.load_study(study_name="tiny", storage=url).trials
     assert [trial.state.is_finished() for trial in trials].count(True) == 1
+
+
+def test_a_worker_that_sees_several_gpus_says_it_trains_on_the_first(tmp_path, monkeypatch):
+    """Keras trains on the first GPU it sees: `optimize run` without `--gpus` on a node of 4 GPUs uses one."""
+    from optimize.search.config import load_config
+    from optimize.training.dataset import load_study_data
+    from optimize.training.device_check import check_device
+
+    studies = tmp_path / "studies"
+    write_tiny_study(studies, max_trials=1, max_epochs=1)
+    monkeypatch.setenv("OPTIMIZE_STUDIES_DIR", str(studies))
+    config = load_config("tiny")
+    data = load_study_data(config, None)
+    for gpus, note in (([], False), (["GPU:0"], False), (["GPU:0", "GPU:1", "GPU:2", "GPU:3"], True)):
+        monkeypatch.setattr("optimize.training.device_check.training_gpus", lambda gpus=gpus: gpus)
+        stream = io.StringIO()
+        check_device(config, data, allow_cpu=False, stream=stream)
+        lines = stream.getvalue().splitlines()
+        assert lines[0].startswith("device GPU: GPU:0" if gpus else "device CPU"), lines
+        expected = (
+            "note: this worker trains on the first of the 4 GPUs it sees; --gpus all-visible runs one worker per "
+            "GPU (--trials-per-gpu 2: two)"
+        )
+        assert lines[1:] == ([expected] if note else []), lines

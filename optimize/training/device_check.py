@@ -18,7 +18,7 @@ from optimize.errors import UsageError
 from optimize.results.formatting import format_duration
 from optimize.search.config import StudyConfig
 from optimize.training.dataset import StudyData
-from optimize.training.device import training_device
+from optimize.training.device import training_device, training_gpus
 from optimize.training.garbage import release_memory
 from optimize.training.train import build_model, dtype_policy, make_optimizer
 
@@ -41,11 +41,19 @@ def gpu_sized(config: StudyConfig, image_side: int) -> list[str]:
 
 def check_device(config: StudyConfig, data: StudyData, allow_cpu: bool, stream: TextIO) -> None:
     """Print where trials train; raise UsageError for a GPU-sized study on a CPU without `allow_cpu`."""
-    kind, detail = training_device()
-    if kind == "GPU":
+    gpus = training_gpus()
+    if gpus:
         note = "  (--allow-cpu is not needed)" if allow_cpu else ""
-        print(f"device GPU: {detail}{note}", file=stream, flush=True)
+        print(f"device GPU: {', '.join(gpus)}{note}", file=stream, flush=True)
+        if len(gpus) > 1:
+            print(
+                f"note: this worker trains on the first of the {len(gpus)} GPUs it sees; --gpus all-visible runs "
+                "one worker per GPU (--trials-per-gpu 2: two)",
+                file=stream,
+                flush=True,
+            )
         return
+    _, detail = training_device()
     reasons = gpu_sized(config, data.train[0].shape[1])
     if not reasons or allow_cpu:
         sized = f"; the study is sized for a GPU ({', '.join(reasons)}), allowed by --allow-cpu" if reasons else ""
