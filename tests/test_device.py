@@ -50,21 +50,20 @@ def test_a_worker_that_sees_several_gpus_says_it_trains_on_the_first(tmp_path, m
     """Keras trains on the first GPU it sees: `optimize run` without `--gpus` on a node of 4 GPUs uses one."""
     from optimize.search.config import load_config
     from optimize.training.dataset import load_study_data
-    from optimize.training.device_check import check_device
+    from optimize.training.device_check import check_device, several_gpus_note
 
     studies = tmp_path / "studies"
     write_tiny_study(studies, max_trials=1, max_epochs=1)
     monkeypatch.setenv("OPTIMIZE_STUDIES_DIR", str(studies))
     config = load_config("tiny")
     data = load_study_data(config, None)
-    for gpus, note in (([], False), (["GPU:0"], False), (["GPU:0", "GPU:1", "GPU:2", "GPU:3"], True)):
+    for gpus in ([], ["GPU:0"], ["GPU:0", "GPU:1", "GPU:2", "GPU:3"]):
         monkeypatch.setattr("optimize.training.device_check.training_gpus", lambda gpus=gpus: gpus)
         stream = io.StringIO()
-        check_device(config, data, allow_cpu=False, stream=stream)
-        lines = stream.getvalue().splitlines()
-        assert lines[0].startswith("device GPU: GPU:0" if gpus else "device CPU"), lines
-        expected = (
-            "note: this worker trains on the first of the 4 GPUs it sees; --gpus all-visible runs one worker per "
-            "GPU (--trials-per-gpu 2: two)"
-        )
-        assert lines[1:] == ([expected] if note else []), lines
+        assert check_device(config, data, allow_cpu=False, stream=stream) == gpus
+        assert stream.getvalue().startswith("device GPU: GPU:0" if gpus else "device CPU"), stream.getvalue()
+    assert several_gpus_note([]) is None and several_gpus_note(["GPU:0"]) is None
+    assert several_gpus_note(["GPU:0", "GPU:1", "GPU:2", "GPU:3"]) == (
+        "note: this worker trains on the first of the 4 GPUs it sees; --gpus all-visible runs one worker per GPU "
+        "(--trials-per-gpu 2: two)"
+    )

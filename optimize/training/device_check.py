@@ -39,26 +39,20 @@ def gpu_sized(config: StudyConfig, image_side: int) -> list[str]:
     return reasons
 
 
-def check_device(config: StudyConfig, data: StudyData, allow_cpu: bool, stream: TextIO) -> None:
-    """Print where trials train; raise UsageError for a GPU-sized study on a CPU without `allow_cpu`."""
+def check_device(config: StudyConfig, data: StudyData, allow_cpu: bool, stream: TextIO) -> list[str]:
+    """Print where trials train and return the GPUs seen (none: the CPU); raise UsageError for a GPU-sized
+    study on a CPU without `allow_cpu`."""
     gpus = training_gpus()
     if gpus:
         note = "  (--allow-cpu is not needed)" if allow_cpu else ""
         print(f"device GPU: {', '.join(gpus)}{note}", file=stream, flush=True)
-        if len(gpus) > 1:
-            print(
-                f"note: this worker trains on the first of the {len(gpus)} GPUs it sees; --gpus all-visible runs "
-                "one worker per GPU (--trials-per-gpu 2: two)",
-                file=stream,
-                flush=True,
-            )
-        return
+        return gpus
     _, detail = training_device()
     reasons = gpu_sized(config, data.train[0].shape[1])
     if not reasons or allow_cpu:
         sized = f"; the study is sized for a GPU ({', '.join(reasons)}), allowed by --allow-cpu" if reasons else ""
         print(f"device CPU ({detail}){sized}", file=stream, flush=True)
-        return
+        return []
     print(f"device CPU ({detail}); timing one training step of the study's first model ...", file=stream, flush=True)
     seconds_per_image = measure_step(config, data)
     images = len(data.train[0])
@@ -69,6 +63,16 @@ def check_device(config: StudyConfig, data: StudyData, allow_cpu: bool, stream: 
         f"on this CPU one training step took {seconds_per_image:.1f} s per image, so an epoch of {images} images "
         f"takes about {format_duration(epoch)} and a trial of up to {config.training.max_epochs} epochs about "
         f"{format_duration(trial)}; run on a GPU node, or pass --allow-cpu to train on the CPU anyway"
+    )
+
+
+def several_gpus_note(gpus: list[str]) -> str | None:
+    """Keras trains on the first GPU it sees: a worker that sees several leaves the others idle."""
+    if len(gpus) < 2:
+        return None
+    return (
+        f"note: this worker trains on the first of the {len(gpus)} GPUs it sees; --gpus all-visible runs one "
+        "worker per GPU (--trials-per-gpu 2: two)"
     )
 
 

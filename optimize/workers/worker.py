@@ -34,7 +34,7 @@ from optimize.training.allocator import keep_freed_memory
 from optimize.training.autotune import apply_autotune_level
 from optimize.training.compile_cache import enable_compile_cache, resolve_cache_dir
 from optimize.training.dataset import StudyData, load_study_data
-from optimize.training.device_check import check_device
+from optimize.training.device_check import check_device, several_gpus_note
 from optimize.training.garbage import startup_objects_frozen
 from optimize.training.injected_faults import error_injection, oom_injection, slow_step_injection
 from optimize.workers.failures import EXIT_REPEATED_ERRORS, RepeatedErrors
@@ -107,7 +107,9 @@ def run_trials(
     cache_dir = enable_compile_cache(resolve_cache_dir(options.compile_cache))
     data = data if data is not None else load_study_data(config, options.data)
     data_for = hooks.use_data(data) if hooks.use_data else None
-    check_device(config, data, options.allow_cpu, stream)
+    note = several_gpus_note(check_device(config, data, options.allow_cpu, stream))
+    if note is not None:
+        print(note, file=stream, flush=True)
     url = resolve_url(config.name, options.storage)
     keep_model = model_keeper(config, url, options.artifacts)
     storage = open_storage(url, None if is_journal(url) else config.recovery)
