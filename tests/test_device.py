@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import tomllib
 
 import optuna
+import pytest
 
-from tests.conftest import run_cli, write_tiny_study
+from tests.conftest import TINY_STUDY, run_cli, write_tiny_study
 
 
 def gpu_sized_study(tmp_path):
@@ -67,3 +69,33 @@ def test_a_worker_that_sees_several_gpus_says_it_trains_on_the_first(tmp_path, m
         "note: this worker trains on the first of the 4 GPUs it sees; --gpus all-visible runs one worker per GPU "
         "(--trials-per-gpu 2: two)"
     )
+
+
+@pytest.mark.parametrize(
+    "training, search, expected",
+    [
+        ("base_filters = 4", "", []),
+        ("", "", ["base_filters 64"]),
+        ("", "base_filters = [4, 64]", []),
+        ("", "base_filters = [32, 64]", ["base_filters 32 and up (searched)"]),
+        ("", "base_filters = { low = 32, high = 64, step = 32 }", ["base_filters 32 and up (searched)"]),
+        ('base_filters = 4\nprecision = "mixed_bfloat16"', "", ["precision mixed_bfloat16"]),
+        ("base_filters = 4", 'precision = ["float32", "mixed_bfloat16"]', []),
+        (
+            "base_filters = 4",
+            'precision = ["mixed_float16", "mixed_bfloat16"]',
+            ["precision mixed_float16, mixed_bfloat16"],
+        ),
+    ],
+)
+def test_a_searched_setting_is_gpu_sized_only_when_its_smallest_value_is(tmp_path, training, search, expected):
+    """A study searching base_filters [4, 64] trains small models too: the CPU is not refused for the 64 that the
+    search replaces (it was: "sized for a GPU (base_filters 64)", a value the user never gave)."""
+    from optimize.search.config import parse_config
+    from optimize.training.device_check import gpu_sized
+
+    text = TINY_STUDY.format(max_epochs=1, max_trials=1, heartbeat=60, grace=120)
+    text = text.replace("base_filters = 4", training).replace("[search]\n", f"[search]\n{search}\n")
+    config = parse_config(tomllib.loads(text), path=tmp_path / "tiny.toml", text=text)
+    assert gpu_sized(config, image_side=32) == expected
+    assert gpu_sized(config, image_side=512) == ["512x512 images", *expected]

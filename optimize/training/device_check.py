@@ -27,16 +27,29 @@ GPU_SIZED_BASE_FILTERS = 32
 
 
 def gpu_sized(config: StudyConfig, image_side: int) -> list[str]:
-    """The study settings that are sized for a GPU (empty when a CPU is a fair place to run it)."""
-    training = config.training
+    """The study settings that are sized for a GPU (empty when a CPU is a fair place to run it).
+
+    A searched setting counts by the smallest model it allows: searching base_filters [4, 64] can train on a CPU.
+    """
     reasons = []
     if image_side >= GPU_SIZED_IMAGE:
         reasons.append(f"{image_side}x{image_side} images")
-    if training.base_filters >= GPU_SIZED_BASE_FILTERS:
-        reasons.append(f"base_filters {training.base_filters}")
-    if training.precision.startswith("mixed"):
-        reasons.append(f"precision {training.precision}")
+    base_filters = min(_possible_values(config, "base_filters"))
+    if base_filters >= GPU_SIZED_BASE_FILTERS:
+        searched = " and up (searched)" if config.search.get("base_filters") else ""
+        reasons.append(f"base_filters {base_filters}{searched}")
+    precisions = _possible_values(config, "precision")
+    if all(precision.startswith("mixed") for precision in precisions):
+        reasons.append(f"precision {', '.join(precisions)}")
     return reasons
+
+
+def _possible_values(config: StudyConfig, name: str) -> tuple:
+    """The values a trial can take for a setting: its searched choices, its range's low end, or its fixed value."""
+    spec = config.search.get(name)
+    if spec is None:
+        return (getattr(config.training, name),)
+    return spec.choices if spec.is_categorical else (spec.low,)
 
 
 def check_device(config: StudyConfig, data: StudyData, allow_cpu: bool, stream: TextIO) -> list[str]:
