@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument(
             "--compile-cache",
+            type=non_empty,
             metavar="DIR",
             help="JAX backend: keep compiled steps here for later trials and workers "
             "(default: $OPTIMIZE_COMPILE_CACHE, else studies/.compile_cache; 'off' disables)",
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     def artifacts_option(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--artifacts",
+            type=non_empty,
             metavar="DIR",
             help="folder of the best trials' models, one folder shared by every node (default: $OPTIMIZE_ARTIFACTS, "
             "else the study file's [artifacts] dir, else NAME.artifacts/ beside the SQLite file)",
@@ -132,12 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     def study_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--study",
+            type=non_empty,
             required=True,
             metavar="NAME",
             help="study name: studies/NAME.toml (or a path to a .toml); required",
         )
         sub.add_argument(
             "--storage",
+            type=non_empty,
             metavar="URL",
             help="SQLAlchemy URL or journal .log path (default: $OPTIMIZE_STORAGE, else sqlite:///studies/NAME.db)",
         )
@@ -161,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--data",
+        type=non_empty,
         metavar="DIR",
         help="folder with images/ and masks/, instead of the config's data (default: the config's [data])",
     )
@@ -205,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     confirm.add_argument(
         "--data",
+        type=non_empty,
         metavar="DIR",
         help="folder with images/ and masks/, the study's own data elsewhere (default: the study's stored [data])",
     )
@@ -216,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Write the best hyperparameters, every trial's history and the best trial's model (best_model.keras).",
     )
     study_options(export)
-    export.add_argument("--out", metavar="DIR", help="output folder (default: studies/NAME/export/)")
+    export.add_argument("--out", type=non_empty, metavar="DIR", help="output folder (default: studies/NAME/export/)")
     artifacts_option(export)
 
     imports = command(
@@ -227,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         "export-best's search_results.csv. Importing a row twice adds nothing.",
     )
     study_options(imports)
-    imports.add_argument("file", metavar="FILE", help="the results CSV file")
+    imports.add_argument("file", type=non_empty, metavar="FILE", help="the results CSV file")
     imports.add_argument(
         "--allow-different-data",
         action="store_true",
@@ -237,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = command("report", cmd_report, "Write the study's analysis: REPORT.md, report.html and CSV tables.")
     study_options(report)
-    report.add_argument("--out", metavar="DIR", help="output folder (default: studies/NAME/report/)")
+    report.add_argument("--out", type=non_empty, metavar="DIR", help="output folder (default: studies/NAME/report/)")
 
     dashboard = command("dashboard", cmd_dashboard, "Serve optuna-dashboard on the study's storage.")
     study_options(dashboard)
@@ -257,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats = command(
         "data-stats", cmd_data_stats, "Statistics of a data folder (objects per image, foreground fraction, bead size)."
     )
-    stats.add_argument("dir", help="folder with images/ and masks/")
+    stats.add_argument("dir", type=non_empty, help="folder with images/ and masks/")
     stats.add_argument(
         "--image-size",
         metavar="PX",
@@ -273,13 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--pred",
+        type=non_empty,
         required=True,
         metavar="DIR",
         help="folder of predicted masks (PNG or TIFF; binary, or label images as Cellpose and StarDist write them), "
         "named like the masks they predict (the extension may differ); required",
     )
     evaluate.add_argument(
-        "--data", required=True, metavar="DIR", help="data folder whose masks/ hold the true beads; required"
+        "--data",
+        type=non_empty,
+        required=True,
+        metavar="DIR",
+        help="data folder whose masks/ hold the true beads; required",
     )
     evaluate.add_argument(
         "--iou",
@@ -290,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="IoU thresholds at which a predicted bead matches a true bead, each in 0.5..1 (default: 0.5)",
     )
     evaluate.add_argument(
-        "--csv", metavar="FILE", help="also write the per-image rows to this CSV file (default: none)"
+        "--csv", type=non_empty, metavar="FILE", help="also write the per-image rows to this CSV file (default: none)"
     )
 
     predict = command(
@@ -310,15 +321,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--model",
+        type=non_empty,
         required=True,
         metavar="FILE",
         help="a .keras model, e.g. best_model.keras from export-best; required",
     )
     predict.add_argument(
-        "--images", required=True, metavar="DIR", help="folder of images (PNG, TIFF or JPEG) to segment; required"
+        "--images",
+        type=non_empty,
+        required=True,
+        metavar="DIR",
+        help="folder of images (PNG, TIFF or JPEG) to segment; required",
     )
     predict.add_argument(
-        "--out", required=True, metavar="DIR", help="output folder (gets masks/, labels/ and two CSV files); required"
+        "--out",
+        type=non_empty,
+        required=True,
+        metavar="DIR",
+        help="output folder (gets masks/, labels/ and two CSV files); required",
     )
     predict.add_argument(
         "--threshold",
@@ -349,15 +369,21 @@ def build_parser() -> argparse.ArgumentParser:
         "each compiling them: one small job on one GPU before the array starts.",
     )
     warm.add_argument(
-        "--study", required=True, metavar="NAME", help="study name: studies/NAME.toml (or a path to a .toml); required"
+        "--study",
+        type=non_empty,
+        required=True,
+        metavar="NAME",
+        help="study name: studies/NAME.toml (or a path to a .toml); required",
     )
     warm.add_argument(
         "--data",
+        type=non_empty,
         metavar="DIR",
         help="folder with images/ and masks/, instead of the config's data (default: the config's [data])",
     )
     warm.add_argument(
         "--compile-cache",
+        type=non_empty,
         metavar="DIR",
         help="the cache to fill (default: $OPTIMIZE_COMPILE_CACHE, else studies/.compile_cache), as the workers use",
     )
@@ -369,7 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("--list", action="store_true", help="only list the programs; compile nothing (default: off)")
 
     make = command("make-data", cmd_make_data, "Write a synthetic microbead data set as PNG files.")
-    make.add_argument("--out", required=True, metavar="DIR", help="output folder (gets images/ and masks/); required")
+    make.add_argument(
+        "--out", type=non_empty, required=True, metavar="DIR", help="output folder (gets images/ and masks/); required"
+    )
     make.add_argument("--n", type=positive_int, default=96, help="number of images (default: %(default)s)")
     make.add_argument(
         "--size", metavar="PX", type=synthetic_size, default=256, help="image size in pixels (default: %(default)s)"
@@ -388,7 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
         "its reason.",
     )
     plan.add_argument("study_name", metavar="NAME", type=new_study_name, help="name of the new study")
-    plan.add_argument("--data", required=True, metavar="DIR", help="folder with images/ and masks/; required")
+    plan.add_argument(
+        "--data", type=non_empty, required=True, metavar="DIR", help="folder with images/ and masks/; required"
+    )
     plan.add_argument(
         "--image-size",
         metavar="PX",
@@ -687,6 +717,14 @@ def new_study_name(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"expected a study name of letters, digits, '.', '_' or '-' (not a path or .toml file), got {text!r}"
         )
+    return text
+
+
+def non_empty(text: str) -> str:
+    """A path, URL or name as given; an empty one (`--data "$DATA"` with DATA unset) would otherwise read as
+    not given and fall back to the default."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a value, got {text!r} (an unset shell variable?)")
     return text
 
 

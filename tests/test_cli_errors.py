@@ -7,6 +7,7 @@ exit code 2; SIGINT/SIGTERM at any moment is one line with exit 130/143; `status
 
 from __future__ import annotations
 
+import argparse
 import gc
 import hashlib
 import os
@@ -343,3 +344,63 @@ def test_read_only_journal_storage_writes_nothing(tmp_path):
     assert len(study.get_trials()) == 2
     assert sorted(os.listdir(tmp_path)) == ["study.log"], "no lock file"
     assert digest(path) == before
+
+
+def path_options() -> Iterator[tuple[str, str]]:
+    """Every (command, option) of the CLI that takes a path, URL or name (metavar DIR, FILE, URL, NAME)."""
+    from optimize.cli import build_parser
+
+    commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if action.metavar in ("DIR", "FILE", "URL", "NAME") or action.dest in ("file", "dir"):
+                yield name, action.option_strings[0] if action.option_strings else action.dest
+
+
+@pytest.mark.parametrize("command, option", sorted(path_options()))
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_path_url_or_name_is_refused_not_taken_as_not_given(
+    command, option, value, capsys, tmp_path, monkeypatch
+):
+    """`--data "$DATA"` with DATA unset passes '': taken as not given, the run trained on the study's own data."""
+    from optimize.cli import main
+
+    monkeypatch.chdir(tmp_path)  # were one taken, it would write here, not into the checkout
+    monkeypatch.setenv("OPTIMIZE_STUDIES_DIR", str(tmp_path / "studies"))
+
+    required = {
+        "--study": "tiny",
+        "--data": "d",
+        "--pred": "p",
+        "--model": "m",
+        "--images": "i",
+        "--out": "o",
+        "file": "f",
+        "dir": "d",
+        "study_name": "n",
+    }
+    needed = {
+        "run": ["--study"],
+        "confirm": ["--study"],
+        "export-best": ["--study"],
+        "import-results": ["--study", "file"],
+        "report": ["--study"],
+        "dashboard": ["--study"],
+        "status": ["--study"],
+        "data-stats": ["dir"],
+        "evaluate": ["--pred", "--data"],
+        "predict": ["--model", "--images", "--out"],
+        "warm-cache": ["--study"],
+        "make-data": ["--out"],
+        "new-study": ["study_name", "--data"],
+    }[command]
+    argv = [command]
+    for name in {*needed, option}:
+        given = value if name == option else required[name]
+        argv += [given] if not name.startswith("--") else [name, given]
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("optimize")]
+    assert len(error) == 1 and error[0].startswith(f"optimize {command}: error: argument "), error
+    assert error[0].endswith(f"got {value!r}") or error[0].endswith(f"got {value!r} (an unset shell variable?)")
