@@ -10,7 +10,9 @@ import os
 import re
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from optimize.errors import UsageError, UserError
 from optimize.keras_import import import_keras
@@ -21,6 +23,8 @@ DEFAULT_DASHBOARD_PORT = 8080
 PATH_ERROR_EXIT = 2
 ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 """OS errors about the user's disk or permissions even when they name no file (a full disk while writing)."""
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The folder holding the project's packages (optimize, data, models, losses)."""
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -36,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             args = build_parser().parse_args(argv)
             prog = f"optimize {args.name}"
+            warnings_in_one_line(prog)
             if hasattr(args, "storage"):
                 check_storage_option(args)
             quiet_libraries(verbose=getattr(args, "verbose", False))
@@ -57,6 +62,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{prog}: error: {os_problem(error)}", file=sys.stderr)
                 return PATH_ERROR_EXIT
             raise
+
+
+def warnings_in_one_line(prog: str) -> None:
+    """Our own warnings (an RGB image made grey, a split that cannot stratify) as `optimize run: warning: ...`,
+    without Python's file:line and source line; other libraries' warnings keep them."""
+    default = warnings.formatwarning
+    ours = tuple(str(PROJECT_ROOT / package) + os.sep for package in ("optimize", "data", "models", "losses"))
+
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        if str(filename).startswith(ours):
+            return f"{prog}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
 
 
 def interrupted(prog: str, stop: KeyboardInterrupt) -> int:
@@ -822,7 +841,6 @@ def quiet_libraries(verbose: bool) -> None:
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "3")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import warnings
 
     import optuna
 

@@ -150,3 +150,19 @@ def test_a_jax_study_without_xla_is_told_so_once(tmp_path, backend, training, wo
     expected = f"note: {path}: [training] jit_compile is off, so under JAX each operation of a training step "
     assert run.stdout.count(expected) == notes, run.stdout
     assert run.returncode == 1 and "cannot create the folder" in run.stdout + run.stderr, run.stderr
+
+
+def test_our_warnings_are_one_line_naming_the_command(tmp_path):
+    """Python's default shows `cli.py:574: UserWarning: ...` and the source line: noise to a user."""
+    data = tmp_path / "data"
+    assert run_cli("make-data", "--out", str(data), "--n", "3", "--size", "32").returncode == 0
+    image = data / "images" / "bead_0001.png"
+    grey = np.asarray(Image.open(image))
+    Image.fromarray(np.stack([grey] * 3, axis=-1)).save(image)
+
+    result = run_cli("data-stats", str(data))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"optimize data-stats: warning: 1 RGB image(s) converted to grey by luminance (first: {image})"
+    ]
