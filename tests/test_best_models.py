@@ -105,6 +105,17 @@ def test_an_unwritable_artifacts_folder_stops_the_worker_before_any_trial(tmp_pa
     assert not (folder / "tiny.db").exists()
 
 
+def test_a_run_that_cannot_reach_its_database_leaves_no_artifacts_folder(tmp_path):
+    """The folder is checked writable at start but made with the first kept model: a refused run leaves nothing."""
+    folder = tmp_path / "studies"
+    write_tiny_study(folder)
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/test"
+    result = run_cli("run", "--study", "tiny", "--storage", unreachable, env={"OPTIMIZE_STUDIES_DIR": str(folder)})
+    assert result.returncode == 2, result.stderr
+    assert "cannot open study storage" in result.stderr
+    assert sorted(path.name for path in folder.iterdir()) == ["tiny.toml"]
+
+
 def test_keep_models_zero_keeps_none_and_export_says_why(tmp_path):
     folder = tmp_path / "studies"
     path = write_tiny_study(folder, max_epochs=1, max_trials=2)

@@ -77,15 +77,19 @@ def storage_file(url: str) -> Path | None:
 
 
 def prepare_folder(folder: ArtifactFolder) -> None:
-    """Create the folder and prove it writable now, before any trial trains; else one `UsageError` line."""
+    """Prove the folder can be made and written now, before any trial trains; else one `UsageError` line.
+
+    The folder itself is made when the first model is kept, so that a run that stops before (an unreachable
+    database) leaves no empty folder behind: the check writes into the nearest folder that exists.
+    """
     blocker = file_in_the_way(folder.path)
     problem = None
     if blocker is not None:
         problem = "is a file" if blocker == folder.path else f"is under {blocker}, which is a file"
     else:
+        existing = next(path for path in (folder.path, *folder.path.parents) if path.exists())
         try:
-            folder.path.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder.path, prefix=".write-check-"):
+            with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-"):
                 pass
         except OSError as error:
             problem = f"cannot be written ({error.strerror})"
@@ -170,6 +174,7 @@ class ModelKeeper:
     """Keeps the models of the study's best COMPLETE trials as artifacts (`optimize.storage.artifacts`)."""
 
     def __init__(self, folder: ArtifactFolder, keep: int) -> None:
+        self.folder = folder.path
         self.store = folder.store()
         self.keep = keep
         self.describe = f"models the {keep} best kept in {folder.path} ({folder.source})"
@@ -181,6 +186,7 @@ class ModelKeeper:
 
     def __call__(self, trial: optuna.Trial, value: float, model: Any) -> None:
         """`model` is the trial's Keras model (its `save` writes the `.keras` file)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
         keep_if_among_best(trial, value, model.save, self.store, self.keep)
 
 
