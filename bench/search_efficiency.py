@@ -142,7 +142,6 @@ def study_toml(scale: Scale, method: Method, seed: int) -> str:
 description = "search-efficiency benchmark: {method.name}, seed {seed}"
 
 [data]
-image_size = {scale.size}
 val_fraction = 0.15
 
 [data.synthetic]

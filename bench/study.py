@@ -113,8 +113,8 @@ def study_table(users: dict, mode: Mode) -> dict:
     """microbead512's study at this mode's scale: synthetic data, the mode's training, the epochs-scaled pruner."""
     table = copy.deepcopy(users)
     table["description"] = f"bench/study.py ({mode.name}): studies/microbead512.toml's search at {mode.size}²"
-    data = {key: value for key, value in table.get("data", {}).items() if key != "dir"}
-    data.update(image_size=mode.size, synthetic={"n_images": mode.n_images, "size": mode.size, "seed": 0})
+    data = {key: value for key, value in table.get("data", {}).items() if key not in ("dir", "image_size")}
+    data.update(synthetic={"n_images": mode.n_images, "size": mode.size, "seed": 0})
     table["data"] = data
     training = table.setdefault("training", {})
     users_epochs = training.get("max_epochs", 100)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from optimize.errors import UsageError, UserError
 from optimize.keras_import import import_keras
-from optimize.limits import MAX_SEED, MIN_SYNTHETIC_SIZE
+from optimize.limits import IMAGE_SIZE_REASON, MAX_IMAGE_SIZE, MAX_SEED, MIN_SYNTHETIC_SIZE
 from optimize.stop_signals import raise_if_stopped, signal_exit_code, stop_behind, stop_signals_unwind
 
 DEFAULT_DASHBOARD_PORT = 8080
@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument(
         "--image-size",
         metavar="PX",
-        type=positive_int,
+        type=image_size,
         help="resize to this size first (default: the images' own size)",
     )
 
@@ -441,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--image-size",
         metavar="PX",
-        type=positive_int,
+        type=image_size,
         help="train at this size: resize the images first (default: the images' own size)",
     )
     plan.add_argument(
@@ -682,9 +682,12 @@ def cmd_warm_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_make_data(args: argparse.Namespace) -> int:
-    from data import write_microbeads
+    from data import DataError, write_microbeads
 
-    out = write_microbeads(args.out, args.n, size=args.size, seed=args.seed)
+    try:
+        out = write_microbeads(args.out, args.n, size=args.size, seed=args.seed)
+    except DataError as error:
+        raise UserError(str(error)) from None
     print(f"wrote {args.n} synthetic {args.size}x{args.size} images to {out}/images and masks to {out}/masks")
     return 0
 
@@ -770,7 +773,14 @@ def port(text: str) -> int:
 
 
 def synthetic_size(text: str) -> int:
-    return bounded_int(text, MIN_SYNTHETIC_SIZE, None, f"an image size of at least {MIN_SYNTHETIC_SIZE} px")
+    return bounded_int(
+        text, MIN_SYNTHETIC_SIZE, MAX_IMAGE_SIZE, f"an image size of {MIN_SYNTHETIC_SIZE}..{MAX_IMAGE_SIZE} px"
+    )
+
+
+def image_size(text: str) -> int:
+    """A size to resize images to; above MAX_IMAGE_SIZE a study could not train on them (`IMAGE_SIZE_REASON`)."""
+    return bounded_int(text, 1, MAX_IMAGE_SIZE, f"an image size of 1..{MAX_IMAGE_SIZE} px ({IMAGE_SIZE_REASON})")
 
 
 def bounded_int(text: str, low: int, high: int | None, expected: str) -> int:

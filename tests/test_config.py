@@ -10,6 +10,7 @@ import optuna
 import pytest
 
 from optimize.errors import ConfigError
+from optimize.limits import MAX_SEED
 from optimize.search.config import PrunerConfig, RecoveryConfig, load_config, parse_config
 from optimize.search.settings import TrainSettings
 from tests.conftest import run_cli, write_tiny_study
@@ -130,6 +131,75 @@ def test_defaults_come_from_the_dataclasses():
             "[data]\ndir='x'\n[faults]\nmax_retry=1\n[recovery]\nmax_retry=1",
             r"bad.toml: both \[recovery\] and \[faults\] are set; \[faults\] is the old name of \[recovery\]",
         ),
+        # A section of the wrong kind.
+        (
+            "enqueue = 5\n[data]\ndir='x'",
+            r"bad.toml: enqueue = 5: expected \[\[enqueue\]\] entries \(an array of tables\)$",
+        ),
+        ("training = 5\n[data]\ndir='x'", r"bad.toml: training = 5: expected a \[training\] table$"),
+        ("search = 5\n[data]\ndir='x'", r"bad.toml: search = 5: expected a \[search\] table$"),
+        ("data = 'x'", r"bad.toml: data = 'x': expected a \[data\] table$"),
+        (
+            "[data]\ndir='x'\n[enqueue]\nloss='dice'",
+            r"bad.toml: \[enqueue\] is a single table; write each entry as \[\[enqueue\]\]$",
+        ),
+        # [recovery] and [pruner] numbers.
+        (
+            "[data]\ndir='x'\n[recovery]\ngrace_period=-5",
+            r"\[recovery\]: grace_period = -5 must be > heartbeat_interval = 60 \(seconds\)",
+        ),
+        ("[data]\ndir='x'\n[recovery]\nheartbeat_interval=10\ngrace_period=10", r"grace_period = 10 must be > heartb"),
+        ("[data]\ndir='x'\n[recovery]\nreconnect_timeout=0", r"\[recovery\]: reconnect_timeout = 0 must be >= 1"),
+        (
+            "[data]\ndir='x'\n[pruner]\nkind='median'\nn_startup_trials=-2",
+            r"\[pruner\]: n_startup_trials = -2 must be >= 0",
+        ),
+        (
+            "[data]\ndir='x'\n[pruner]\nkind='median'\nn_warmup_steps=-1",
+            r"\[pruner\]: n_warmup_steps = -1 must be >= 0",
+        ),
+        (
+            "[data]\ndir='x'\n[pruner]\nkind='hyperband'\nmax_resource=-5",
+            r"\[pruner\]: max_resource = -5 must be >= min_resource = 5 \(epochs; unset, it is max_epochs\)$",
+        ),
+        (
+            "[data]\ndir='x'\n[pruner]\nkind='hyperband'\nmax_resource=0",
+            r"max_resource = 0 must be >= min_resource = 5",
+        ),
+        # Sizes no machine can hold.
+        (
+            "[data]\ndir='x'\nimage_size=100000",
+            r"\[data\]: image_size = 100000 must be <= 4096: one 512x512 image already takes ~1 GiB of GPU memory "
+            r"in training at base_filters 64; tile larger images into pieces of at most 4096 px$",
+        ),
+        ("[data.synthetic]\nsize=100000", r"\[data\] synthetic: size = 100000 must be <= 4096: one 512x512 image"),
+        (
+            "[data.synthetic]\nn_images=100000\nsize=128",
+            r"\[data\] synthetic: n_images = 100000 images of 128x128 px hold 1\.64e\+09 pixels, more than the "
+            r"1\.07e\+09 \(4 GiB as float32\) synthetic data may hold; at most 65536 images of this size$",
+        ),
+        # NaN and infinity: TOML has them, no setting takes them.
+        (
+            "[data]\ndir='x'\n[training]\nlearning_rate=nan",
+            r"\[training\] learning_rate = nan: expected a finite number$",
+        ),
+        (
+            "[data]\ndir='x'\n[training]\nlearning_rate=inf",
+            r"\[training\] learning_rate = inf: expected a finite number",
+        ),
+        ("[data]\ndir='x'\n[training]\nclipnorm=nan", r"\[training\] clipnorm = nan: expected a finite number"),
+        ("[data]\ndir='x'\n[training]\nfocal_gamma=-inf", r"\[training\] focal_gamma = -inf: expected a finite"),
+        ("[data]\ndir='x'\nval_fraction=nan", r"\[data\] val_fraction = nan: expected a finite number"),
+        (
+            "[data]\ndir='x'\n[search]\nlearning_rate={low=1e-4, high=inf, log=true}",
+            r"\[search\] learning_rate high = inf: expected a finite number",
+        ),
+        ("[data]\ndir='x'\n[search]\nlearning_rate=[nan, 1e-3]", r"\[search\] learning_rate = nan: expected a finite"),
+        ("[data]\ndir='x'\n[search]\ndropout={low=0.0, high=0.3, step=nan}", r"dropout step = nan: expected a finite"),
+        # Seeds numpy refuses.
+        ("[data]\ndir='x'\n[training]\nseed=-1", rf"\[training\]: seed = -1 must be in 0\.\.{MAX_SEED}$"),
+        ("[data]\ndir='x'\n[training]\nseed=1099511627776", r"\[training\]: seed = 1099511627776 must be in 0\.\."),
+        ("[data]\ndir='x'\n[search]\nseed=[0, -1]", r"\[search\] seed: seed = -1 must be in 0\.\."),
     ],
 )
 def test_config_errors_name_file_key_and_expectation(text, expected):
@@ -137,6 +207,153 @@ def test_config_errors_name_file_key_and_expectation(text, expected):
         parse(text)
     message = str(error.value)
     assert "\n" not in message and message.startswith("/cfg/bad.toml")
+
+
+UNUSED = "[data]\ndir='x'\n"
+GRID = "[data]\ndir='x'\n[search]\nloss=['dice', 'focal']\n[sampler]\nkind='grid'\n"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            UNUSED + "[search]\narchitecture=['unet', 'unet', 'resunet']",
+            r"\[search\] architecture: 'unet' is listed twice; list each choice once "
+            r"\(a repeated choice is drawn more often\)$",
+        ),
+        (
+            UNUSED + "[search]\ndropout={low=0.0, high=0.25, step=0.1}",
+            r"\[search\] dropout: step = 0.1 does not divide high - low = 0.25 \(the range would stop at 0.2\); "
+            r"nearest valid high: 0.2 or 0.3$",
+        ),
+        (
+            UNUSED + "[search]\nbase_filters={low=4, high=6, step=4}",
+            r"\[search\] base_filters: step = 4 does not divide high - low = 2 \(the range would stop at 4\); "
+            r"nearest valid high: 8$",
+        ),
+        (
+            UNUSED + "[search]\ndropout={low=0.5, high=0.95, step=0.1}",
+            r"dropout: step = 0.1 does not divide high - low = 0.45 \(the range would stop at 0.9\); "
+            r"nearest valid high: 0.9$",
+        ),
+        (
+            "[data]\nimage_size=64\n[data.synthetic]\nsize=32",
+            r"\[data\] image_size = 64: only images read from a `dir` are resized; \[data.synthetic\] size sets "
+            r"the synthetic images' size \(32\): remove image_size$",
+        ),
+        (
+            UNUSED + "[sampler]\nkind='random'\nn_startup_trials=4",
+            r'\[sampler\] n_startup_trials: only kind = "tpe" uses it, and this file sets kind = "random"; '
+            r'remove it or set kind = "tpe"$',
+        ),
+        (UNUSED + "[sampler]\nkind='random'\nmultivariate=false", r'\[sampler\] multivariate: only kind = "tpe" uses'),
+        (GRID + "constant_liar=true", r'\[sampler\] constant_liar: only kind = "tpe" uses it, and this file sets kind'),
+        (
+            UNUSED + "[pruner]\nkind='median'\nmin_resource=3",
+            r'\[pruner\] min_resource: kind = "median" does not use it \(asha, hyperband do\); '
+            r"remove it or change kind$",
+        ),
+        (UNUSED + "[pruner]\nkind='median'\nreduction_factor=3", r'reduction_factor: kind = "median" does not use it'),
+        (
+            UNUSED + "[pruner]\nmax_resource=50",
+            r'\[pruner\] max_resource: kind = "asha" does not use it \(hyperband does\)',
+        ),
+        (UNUSED + "[pruner]\nkind='asha'\nn_warmup_steps=3", r'n_warmup_steps: kind = "asha" does not use it \(median'),
+        (UNUSED + "[pruner]\nkind='hyperband'\nmin_early_stopping_rate=1", r'kind = "hyperband" does not use it'),
+        (
+            UNUSED + "[training]\nplateau_factor=0.3",
+            r'\[training\] plateau_factor: only schedule = "plateau" uses it, and this study\'s schedule is none; '
+            r'remove it or set schedule = "plateau"$',
+        ),
+        (
+            UNUSED + "[training]\nschedule='cosine'\nplateau_patience=2",
+            r"plateau_patience: only schedule = \"plateau\"",
+        ),
+        (UNUSED + "[search]\nplateau_factor=[0.3, 0.5]", r"\[search\] plateau_factor: only schedule = \"plateau\""),
+        (
+            UNUSED + "[training]\nwarmup_epochs=2\n[search]\nschedule=['none', 'plateau']",
+            r'\[training\] warmup_epochs: only schedule = "cosine" uses it, and this study\'s schedule is none or '
+            r"plateau",
+        ),
+        (
+            UNUSED + "[training]\nrun_eagerly=true\njit_compile=true",
+            r"\[training\] jit_compile = true: run_eagerly = true runs each step eagerly, without XLA, so jit_compile "
+            r"does nothing; remove one of them$",
+        ),
+        (
+            UNUSED + "[training]\nrun_eagerly=true\n[search]\njit_compile=[true, false]",
+            r"\[search\] jit_compile: run_e",
+        ),
+    ],
+)
+def test_a_new_run_refuses_settings_that_would_do_nothing(tmp_path, text, expected):
+    """Checked when a user's file is read for a run: a study made before these checks keeps its stored config
+    readable (reports, confirm, export read it with `parse_config`)."""
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    parse(text)
+    with pytest.raises(ConfigError, match=expected) as error:
+        load_config(str(path))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(str(path))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        UNUSED + "[training]\nschedule='plateau'\nplateau_factor=0.3\nplateau_patience=2",
+        UNUSED + "[training]\nplateau_factor=0.3\nwarmup_epochs=2\n[search]\nschedule=['plateau', 'cosine']",
+        UNUSED + "[pruner]\nkind='none'\nmin_resource=1\nreduction_factor=2",
+        UNUSED + "[pruner]\nkind='hyperband'\nmin_resource=1\nmax_resource=9",
+        UNUSED + "[pruner]\nkind='median'\nn_startup_trials=0\nn_warmup_steps=0",
+        UNUSED + "[sampler]\nkind='tpe'\nn_startup_trials=3\nmultivariate=false\nconstant_liar=false",
+        UNUSED + "[sampler]\nkind='random'\nseed=3",
+        UNUSED + "[training]\nrun_eagerly=true\njit_compile=false",
+        UNUSED + "[training]\naugment=false\naugment_on='host'",
+        UNUSED
+        + "[search]\narchitecture=['unet']\ndropout={low=0.0, high=0.3, step=0.1}\ndepth={low=2, high=4, step=2}",
+        "[data]\nimage_size=64\ndir='x'",
+    ],
+)
+def test_settings_that_are_used_load(tmp_path, text):
+    path = tmp_path / "good.toml"
+    path.write_text(text)
+    load_config(str(path))
+
+
+def test_the_tests_tiny_study_loads(tmp_path):
+    load_config(str(write_tiny_study(tmp_path)))
+
+
+def test_a_study_file_that_is_not_utf8_names_the_file(tmp_path, monkeypatch):
+    (tmp_path / "latin.toml").write_bytes("description = 'stüdy'\n".encode("latin-1"))
+    monkeypatch.setenv("OPTIMIZE_STUDIES_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"latin.toml: not UTF-8 text \(byte 0xfc at offset 17\); save it as UTF-8$"):
+        load_config("latin")
+
+
+def test_a_folder_is_not_a_study_file_and_not_listed(tmp_path, monkeypatch):
+    (tmp_path / "alpha.toml").write_text("[data]\ndir='x'\n")
+    (tmp_path / "adir.toml").mkdir()
+    monkeypatch.setenv("OPTIMIZE_STUDIES_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"adir.toml is a folder, not a study file; studies in .*: alpha$"):
+        load_config("adir")
+    with pytest.raises(ConfigError, match=r"no study config .*beta.toml; studies in .*: alpha$"):
+        load_config("beta")
+
+
+def test_a_bad_value_stops_optimize_run_before_the_database_exists(tmp_path):
+    studies = tmp_path / "studies"
+    path = write_tiny_study(studies, grace=-5)
+
+    result = run_cli("run", "--study", "tiny", env={"OPTIMIZE_STUDIES_DIR": str(studies)})
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"optimize run: error: {path} [recovery]: grace_period = -5 must be > heartbeat_interval = 60 (seconds): "
+        "a live worker beats every heartbeat_interval, so a shorter grace period would fail its running trials"
+    ], result.stderr
+    assert sorted(item.name for item in studies.iterdir()) == ["tiny.toml"]
 
 
 def test_missing_config_lists_known_studies(tmp_path, monkeypatch):

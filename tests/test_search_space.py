@@ -122,8 +122,42 @@ def test_a_study_searching_focal_gamma_runs_end_to_end(studies, capsys):
         ("focal_gamma = 9.0", r"\[\[enqueue\]\] #1 focal_gamma = 9.0: expected a number in \[0.5, 4.0\]"),
         ("loss = 'bce'", r"\[\[enqueue\]\] #1 loss = 'bce': expected one of 'dice', 'focal', 'combined'"),
         ("warmup_epochs = 2", r"\[\[enqueue\]\] #1: unknown key 'warmup_epochs'; allowed: base_filters, depth"),
+        ("depth = 2.5", r"\[\[enqueue\]\] #1 depth = 2.5: expected an integer in \[2, 5\]$"),
+        ("depth = 3.0", r"\[\[enqueue\]\] #1 depth = 3.0: expected an integer in \[2, 5\]$"),
+        ("depth = true", r"\[\[enqueue\]\] #1 depth = True: expected an integer in \[2, 5\]$"),
+        (
+            "base_filters = 6",
+            r"\[\[enqueue\]\] #1 base_filters = 6: expected an integer in \[4, 16\] in steps of 4 from 4$",
+        ),
+        ("dropout = 0.15", r"#1 dropout = 0.15: expected a number in \[0.0, 0.3\] in steps of 0.1 from 0.0$"),
+        ("focal_gamma = true", r"#1 focal_gamma = True: expected a number in \[0.5, 4.0\]$"),
+        ("focal_gamma = nan", r"#1 focal_gamma = nan: expected a number in \[0.5, 4.0\]$"),
     ],
 )
 def test_enqueued_points_must_lie_in_the_space(entry, expected):
     with pytest.raises(ConfigError, match=expected):
         config_of(f"{SPACE}\n[[enqueue]]\n{entry}\n")
+
+
+CHOICES = "[data]\ndir='x'\n[search]\ndropout = [0.0, 0.1]\njit_compile = [true, false]\ndepth = [2, 3]\n"
+
+
+@pytest.mark.parametrize(
+    "entry, expected",
+    [
+        ("dropout = false", r"\[\[enqueue\]\] #1 dropout = False: expected one of 0.0, 0.1$"),
+        ("jit_compile = 1", r"\[\[enqueue\]\] #1 jit_compile = 1: expected one of True, False$"),
+        ("depth = 2.0", r"\[\[enqueue\]\] #1 depth = 2.0: expected one of 2, 3$"),
+        ("depth = true", r"\[\[enqueue\]\] #1 depth = True: expected one of 2, 3$"),
+    ],
+)
+def test_an_enqueued_value_has_its_parameters_type(entry, expected):
+    """`False == 0.0` and `1 == True` in Python: a value of another type must not pass for a choice."""
+    with pytest.raises(ConfigError, match=expected):
+        config_of(f"{CHOICES}\n[[enqueue]]\n{entry}\n")
+
+
+def test_enqueued_points_on_the_grid_and_ints_for_floats_are_accepted():
+    entries = "dropout = 0.2\nbase_filters = 12\ndepth = 5\nfocal_gamma = 2\nlearning_rate = 1e-3\n"
+    assert config_of(f"{SPACE}\n[[enqueue]]\n{entries}").enqueue[0]["dropout"] == 0.2
+    assert config_of(f"{CHOICES}\n[[enqueue]]\ndropout = 0\njit_compile = false\n").enqueue[0]["dropout"] == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -361,6 +362,18 @@ def test_which_changes_are_refused_and_which_are_safe():
         "[training] run_eagerly",
     }
     assert safe_changes("tiny", found).startswith('joined study tiny: description "tiny test study" → "renamed", ')
+
+
+def test_a_fingerprint_holding_nan_equals_itself():
+    """NaN never equals itself in Python; a stored fingerprint (JSON allows NaN) must still match its own copy."""
+    stored = {
+        "config": {"training": {"learning_rate": math.nan}, "search": {"dropout": [math.nan, 0.1]}},
+        "joinable": {"enqueue": [{"dropout": math.nan}], "training": {"clipnorm": math.nan}},
+    }
+    current = json.loads(json.dumps(stored))
+    assert differences(stored, current) == []
+    changed = json.loads(json.dumps(stored).replace("[NaN, 0.1]", "[NaN, 0.2]"))
+    assert [difference.key for difference in differences(stored, changed)] == ["[search] dropout"]
 
 
 def test_data_is_known_by_its_files_and_statistics_not_by_its_path(tmp_path):

@@ -18,7 +18,7 @@ from typing import Any
 from losses import LOSS_SETTINGS, losses_taking
 from optimize.errors import ConfigError
 from optimize.folders import studies_dir
-from optimize.limits import MAX_SEED, MIN_SYNTHETIC_SIZE
+from optimize.limits import IMAGE_SIZE_REASON, MAX_IMAGE_SIZE, MAX_SEED, MAX_SYNTHETIC_PIXELS, MIN_SYNTHETIC_SIZE
 from optimize.results.record import SEARCH_METRICS, VAL_JACCARD
 from optimize.search.settings import TrainSettings
 from optimize.search.space import SearchSpace, parse_space
@@ -26,6 +26,17 @@ from optimize.search.tables import build, reject_unknown
 
 OLD_RECOVERY_SECTION = "faults"
 """The name `[recovery]` had before; still read, with a warning."""
+PRUNER_SETTINGS = {
+    "asha": ("min_resource", "reduction_factor", "min_early_stopping_rate"),
+    "hyperband": ("min_resource", "max_resource", "reduction_factor"),
+    "median": ("n_startup_trials", "n_warmup_steps"),
+    "none": (),
+}
+"""The `[pruner]` settings each kind uses (`optimize.search.study.make_pruner`)."""
+TPE_SETTINGS = ("n_startup_trials", "multivariate", "constant_liar")
+"""The `[sampler]` settings only TPE uses (`optimize.search.study.make_sampler`)."""
+SCHEDULE_SETTINGS = {"plateau_factor": "plateau", "plateau_patience": "plateau", "warmup_epochs": "cosine"}
+"""`[training]` settings that only one `schedule` uses (`optimize.training.train`)."""
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +54,16 @@ class SyntheticData:
             raise ValueError(f"n_images = {self.n_images} must be >= 2 (at least one image each to train and validate)")
         if self.size < MIN_SYNTHETIC_SIZE:
             raise ValueError(f"size = {self.size} must be >= {MIN_SYNTHETIC_SIZE}")
+        if self.size > MAX_IMAGE_SIZE:
+            raise ValueError(f"size = {self.size} must be <= {MAX_IMAGE_SIZE}: {IMAGE_SIZE_REASON}")
+        pixels = self.n_images * self.size**2
+        if pixels > MAX_SYNTHETIC_PIXELS:
+            gib = MAX_SYNTHETIC_PIXELS * 4 // 2**30
+            raise ValueError(
+                f"n_images = {self.n_images} images of {self.size}x{self.size} px hold {pixels:.3g} pixels, more than "
+                f"the {MAX_SYNTHETIC_PIXELS:.3g} ({gib} GiB as float32) synthetic data may hold; at most "
+                f"{MAX_SYNTHETIC_PIXELS // self.size**2} images of this size"
+            )
         _check_seed("seed", self.seed)
 
 
@@ -63,6 +84,11 @@ class DataConfig:
             raise ValueError(f"val_fraction = {self.val_fraction} must be in (0, 1)")
         if self.image_size is not None and self.image_size < 1:
             raise ValueError(f"image_size = {self.image_size} must be >= 1")
+        if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size = {self.image_size} must be <= {MAX_IMAGE_SIZE}: {IMAGE_SIZE_REASON}; "
+                f"tile larger images into pieces of at most {MAX_IMAGE_SIZE} px"
+            )
         _check_seed("split_seed", self.split_seed)
 
 
@@ -104,6 +130,14 @@ class PrunerConfig:
         _check_choice("kind", self.kind, ("asha", "hyperband", "median", "none"))
         if self.min_resource < 1 or self.reduction_factor < 2 or self.min_early_stopping_rate < 0:
             raise ValueError("need min_resource >= 1, reduction_factor >= 2, min_early_stopping_rate >= 0")
+        for name in ("n_startup_trials", "n_warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} = {getattr(self, name)} must be >= 0")
+        if self.max_resource is not None and self.max_resource < self.min_resource:
+            raise ValueError(
+                f"max_resource = {self.max_resource} must be >= min_resource = {self.min_resource} "
+                "(epochs; unset, it is max_epochs)"
+            )
 
     def asha_rungs(self, max_epochs: int) -> list[int]:
         """Epochs of the ASHA rungs up to max_epochs, as Optuna's SuccessiveHalvingPruner places them: rung k at
@@ -148,6 +182,12 @@ class RecoveryConfig:
     def __post_init__(self) -> None:
         if self.heartbeat_interval < 1 or self.max_retry < 0:
             raise ValueError("need heartbeat_interval >= 1 and max_retry >= 0")
+        if self.grace_period is not None and self.grace_period <= self.heartbeat_interval:
+            raise ValueError(
+                f"grace_period = {self.grace_period} must be > heartbeat_interval = {self.heartbeat_interval} "
+                "(seconds): a live worker beats every heartbeat_interval, so a shorter grace period would fail its "
+                "running trials"
+            )
         if self.reconnect_timeout < 1:
             raise ValueError(f"reconnect_timeout = {self.reconnect_timeout} must be >= 1 (seconds)")
         if self.stop_after_repeated_errors < 1:
@@ -252,21 +292,26 @@ def config_path(study: str) -> Path:
 
 
 def load_config(study: str) -> StudyConfig:
-    """Read and validate the study's config file; raise `ConfigError` naming the file and key.
+    """Read and validate the study's config file for a run; raise `ConfigError` naming the file and key.
 
+    Beyond `parse_config`'s checks, a setting the file writes must do something (`_check_settings_used`):
+    those checks are here only, so that the stored config of a study made before them still parses.
     A file that still calls `[recovery]` by its old name, `[faults]`, gets a logged warning (stored
     configs of old studies, read by `parse_config` alone, do not).
     """
     path = config_path(study)
     if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.toml"))
-        raise ConfigError(f"no study config {path}; studies in {path.parent}: {', '.join(known) or 'none'}")
-    text = path.read_text(encoding="utf-8")
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.toml") if p.is_file())) or "none"
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder, not a study file; studies in {path.parent}: {known}")
+        raise ConfigError(f"no study config {path}; studies in {path.parent}: {known}")
+    text = _read_text(path)
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     config = parse_config(table, path=path, text=text)
+    _check_settings_used(table, config)
     if OLD_RECOVERY_SECTION in table:
         log.warning(
             "%s: [%s] is now called [recovery]; rename the section (the old name will stop working)",
@@ -281,6 +326,7 @@ def parse_config(table: dict[str, Any], *, path: Path, text: str = "") -> StudyC
     recovery_section, recovery_table = _recovery_section(table, path)
     sections = {f.name for f in dataclasses.fields(StudyConfig)} - {"name", "path", "text"}
     reject_unknown({key: value for key, value in table.items() if key != OLD_RECOVERY_SECTION}, sections, f"{path}")
+    _check_section_kinds(table, path)
     training_table = table.get("training", {})
     search_table = table.get("search", {})
     for name in sorted(set(training_table) & set(search_table)):
@@ -319,6 +365,78 @@ def parse_config(table: dict[str, Any], *, path: Path, text: str = "") -> StudyC
     )
     _check_image_sizes(config)
     return config
+
+
+def _read_text(path: Path) -> str:
+    """The study file's text; `ConfigError` when it cannot be read or is not UTF-8 (what TOML is written in)."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start]
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {byte:#x} at offset {error.start}); save it as UTF-8"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read it: {error.strerror}") from None
+
+
+def _check_section_kinds(table: dict[str, Any], path: Path) -> None:
+    """Each top-level key holds what it names: `[[enqueue]]` entries, a string, or a `[section]` table."""
+    for name, value in table.items():
+        if name == "enqueue":
+            if isinstance(value, dict):
+                raise ConfigError(f"{path}: [enqueue] is a single table; write each entry as [[enqueue]]")
+            if not isinstance(value, list):
+                raise ConfigError(f"{path}: enqueue = {value!r}: expected [[enqueue]] entries (an array of tables)")
+        elif name not in ("description", "metric") and not isinstance(value, dict):
+            raise ConfigError(f"{path}: {name} = {value!r}: expected a [{name}] table")
+
+
+def _check_settings_used(table: dict[str, Any], config: StudyConfig) -> None:
+    """Refuse a setting the file writes that the study would not use, naming what makes it unused and the fix,
+    and what Optuna would bend (`SearchSpace.check_as_written`). Only for a file read for a run: a study made
+    before these checks keeps its stored config readable."""
+    path, training, search = config.path, config.training, config.search
+    search.check_as_written(training, path)
+    data_table = table.get("data", {})
+    if "image_size" in data_table and config.data.synthetic is not None:
+        raise ConfigError(
+            f"{path} [data] image_size = {config.data.image_size}: only images read from a `dir` are resized; "
+            f"[data.synthetic] size sets the synthetic images' size ({config.data.synthetic.size}): remove image_size"
+        )
+    sampler = config.sampler
+    for name in TPE_SETTINGS:
+        if sampler.kind != "tpe" and name in table.get("sampler", {}):
+            raise ConfigError(
+                f'{path} [sampler] {name}: only kind = "tpe" uses it, and this file sets kind = "{sampler.kind}"; '
+                'remove it or set kind = "tpe"'
+            )
+    pruner = config.pruner
+    for name in table.get("pruner", {}):
+        if pruner.kind != "none" and name != "kind" and name not in PRUNER_SETTINGS[pruner.kind]:
+            users = [kind for kind, names in PRUNER_SETTINGS.items() if name in names]
+            raise ConfigError(
+                f'{path} [pruner] {name}: kind = "{pruner.kind}" does not use it ({", ".join(users)} '
+                f"do{'es' * (len(users) == 1)}); remove it or change kind"
+            )
+    written = {"training": table.get("training", {}), "search": search.names()}
+    schedule = search.get("schedule")
+    schedules = schedule.choices if schedule else (training.schedule,)
+    for section, names in written.items():
+        for name in names:
+            needed = SCHEDULE_SETTINGS.get(name)
+            if needed and needed not in schedules:
+                raise ConfigError(
+                    f'{path} [{section}] {name}: only schedule = "{needed}" uses it, and this study\'s schedule is '
+                    f'{" or ".join(schedules)}; remove it or set schedule = "{needed}"'
+                )
+    eager = training.run_eagerly and "run_eagerly" not in search.names()
+    if eager and ("jit_compile" in search.names() or training.jit_compile):
+        key = "[search] jit_compile" if "jit_compile" in search.names() else "[training] jit_compile = true"
+        raise ConfigError(
+            f"{path} {key}: run_eagerly = true runs each step eagerly, without XLA, so jit_compile does nothing; "
+            "remove one of them"
+        )
 
 
 def _recovery_section(table: dict[str, Any], path: Path) -> tuple[str, Any]:

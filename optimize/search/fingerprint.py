@@ -41,7 +41,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimize.errors import UserError
-from optimize.search.config import BudgetConfig, PrunerConfig, RecoveryConfig, SamplerConfig, StudyConfig
+from optimize.search.config import (
+    PRUNER_SETTINGS,
+    BudgetConfig,
+    PrunerConfig,
+    RecoveryConfig,
+    SamplerConfig,
+    StudyConfig,
+)
 from optimize.search.settings import TrainSettings
 from optimize.search.space import ParamSpec
 
@@ -51,12 +58,6 @@ if TYPE_CHECKING:
 FINGERPRINT_ATTR = "fingerprint"
 FINGERPRINT_VERSION = 1
 EXECUTION_SETTINGS = ("jit_compile", "run_eagerly", "augment_on", "steps_per_execution", "xla_autotune_level")
-PRUNER_SETTINGS = {
-    "asha": ("min_resource", "reduction_factor", "min_early_stopping_rate"),
-    "hyperband": ("min_resource", "max_resource", "reduction_factor"),
-    "median": ("n_startup_trials", "n_warmup_steps"),
-    "none": (),
-}
 JOINABLE_SECTIONS = {"budget": "budget", "faults": "recovery", "sampler": "sampler", "training": "training"}
 """Each joinable section's key in the stored fingerprint and the study file's name for it."""
 DEFAULTS = {
@@ -238,7 +239,7 @@ def _config_differences(stored: dict, current: dict) -> Iterator[Difference]:
 
 def _joinable_differences(stored: dict, current: dict) -> Iterator[Difference]:
     for key in ("description", "enqueue"):
-        if stored.get(key) != current.get(key):
+        if not _same(stored.get(key), current.get(key)):
             yield Difference("joinable", "[[enqueue]]" if key == "enqueue" else key, stored.get(key), current.get(key))
     for key, section in JOINABLE_SECTIONS.items():
         yield from _section_differences(
@@ -255,7 +256,7 @@ def _section_differences(
     for name in [*stored, *(name for name in current if name not in stored)]:
         was_set = name in stored or name in defaults
         before, after = stored.get(name, defaults.get(name)), current.get(name)
-        if before != after or was_set != (name in current):
+        if not _same(before, after) or was_set != (name in current):
             yield Difference(part, f"[{section}] {name}", before, after)
 
 
@@ -271,6 +272,21 @@ def _data_differences(stored: dict, current: dict) -> Iterator[Difference]:
     for name in [*before, *(name for name in after if name not in before)]:
         if not _close(before.get(name), after.get(name)):
             yield Difference("data", name, before.get(name), after.get(name))
+
+
+def _same(before: Any, after: Any) -> bool:
+    """Whether two JSON values are equal, NaN equal to NaN (JSON stores it; Python's NaN never equals itself).
+
+    Values read from a study file are finite (`optimize.search.tables.typed`); a stored fingerprint may still
+    hold a NaN from before that check, which must not refuse the very settings it was made with.
+    """
+    if isinstance(before, float) and isinstance(after, float) and math.isnan(before) and math.isnan(after):
+        return True
+    if isinstance(before, list) and isinstance(after, list):
+        return len(before) == len(after) and all(map(_same, before, after))
+    if isinstance(before, dict) and isinstance(after, dict):
+        return before.keys() == after.keys() and all(_same(before[key], after[key]) for key in before)
+    return before == after
 
 
 def _close(before: Any, after: Any) -> bool:

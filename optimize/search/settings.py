@@ -12,6 +12,7 @@ from typing import Any
 
 from losses import LOSS_NAMES, LOSS_SETTINGS, default_params, params_from_settings
 from models import ARCHITECTURES, NORMS
+from optimize.limits import MAX_SEED
 
 SCHEDULES = ("none", "plateau", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -143,6 +144,8 @@ def _problems(settings: TrainSettings):
     if settings.xla_autotune_level not in XLA_AUTOTUNE_LEVELS:
         level = settings.xla_autotune_level
         yield f"xla_autotune_level = {level!r} must be 0 to 4 (0: no autotuning, 4: XLA's default)"
+    if not 0 <= settings.seed <= MAX_SEED:
+        yield f"seed = {settings.seed!r} must be in 0..{MAX_SEED}"
     if settings.clipnorm < 0 or settings.warmup_epochs < 0:
         yield "clipnorm and warmup_epochs must be >= 0"
     if settings.batch_size % settings.gradient_accumulation_steps:

@@ -8,8 +8,10 @@ distributions those very calls record, so that trials made outside the sampler (
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     import optuna
 
 RANGE_KEYS = {"low", "high", "log", "step"}
+STEP_TOLERANCE = 1e-8
+"""How far from a whole number of steps a float may lie and still be on its range's grid (as in Optuna)."""
 
 
 @dataclass(frozen=True)
@@ -44,17 +48,34 @@ class ParamSpec:
     def is_integer(self) -> bool:
         return isinstance(self.low, int)
 
+    @property
+    def kind(self) -> type:
+        """The type of the parameter's values: bool, int, float or str."""
+        return type(self.choices[0]) if self.is_categorical else type(self.low)
+
     def contains(self, value: Any) -> bool:
-        """Whether `value` is a point of this space (used to validate enqueued trials)."""
+        """Whether `value` is a point of this space (used to validate enqueued trials): of the parameter's type
+        (in Python `False == 0.0` and `1 == True`, so equality alone would let a bool pass for a number), among
+        the choices or in the range and on its step grid."""
+        if not _of_kind(value, self.kind):
+            return False
         if self.is_categorical:
             return value in self.choices
-        return isinstance(value, int | float) and not isinstance(value, bool) and self.low <= value <= self.high
+        return self.low <= value <= self.high and self.on_step(value)
+
+    def on_step(self, value: int | float) -> bool:
+        """Whether `value` is `low` plus a whole number of steps, within Optuna's tolerance for float steps."""
+        if self.step is None:
+            return True
+        steps = (value - self.low) / self.step
+        return abs(steps - round(steps)) < STEP_TOLERANCE
 
     def expected(self) -> str:
         """What a value must be, for error messages."""
         if self.is_categorical:
             return "one of " + ", ".join(map(repr, self.choices))
-        return f"a number in [{self.low}, {self.high}]"
+        steps = f" in steps of {self.step} from {self.low}" if self.step is not None else ""
+        return f"{'an integer' if self.is_integer else 'a number'} in [{self.low}, {self.high}]{steps}"
 
     def summary(self) -> str:
         """The parameter as the run header shows it: `loss ['dice', 'focal']`, `learning_rate [1e-05, 0.01 log]`."""
@@ -125,6 +146,26 @@ class SearchSpace:
     def summary(self) -> str:
         """Every parameter as the run header shows it."""
         return ", ".join(param.summary() for param in self.params)
+
+    def check_as_written(self, base: TrainSettings, path: Path) -> None:
+        """Refuse what Optuna would quietly bend: a choice listed twice (drawn twice as often) and a step that
+        does not divide its range (Optuna lowers `high` to the last step, with a warning few read).
+
+        Checked when a user's file is read for a run (`load_config`), not in the stored configs of studies
+        that ran with them.
+        """
+        for param in self.params:
+            where = f"{path} [search] {param.name}"
+            repeated = next(
+                (choice for index, choice in enumerate(param.choices) if choice in param.choices[:index]), None
+            )
+            if repeated is not None:
+                raise ConfigError(
+                    f"{where}: {repeated!r} is listed twice; list each choice once "
+                    "(a repeated choice is drawn more often)"
+                )
+            if param.step is not None:
+                _check_step_divides(param, base, where)
 
     def check_grid(self, path: Path) -> None:
         """Raise `ConfigError` naming the first range: `[sampler] kind = "grid"` enumerates lists of choices only."""
@@ -207,6 +248,42 @@ def _range(name: str, spec: dict, kind: type, where: str) -> ParamSpec:
     if param.log and param.step is not None:
         raise ConfigError(f"{where}: a log range takes no step")
     return param
+
+
+def _check_step_divides(param: ParamSpec, base: TrainSettings, where: str) -> None:
+    """A range's step must divide high - low; else name where Optuna would stop and the nearest valid highs.
+
+    Decimal arithmetic on the values as written, as Optuna's own check does, so that 0.3 - 0.0 is 3 steps of 0.1.
+    """
+    low, high, step = (Decimal(str(value)) for value in (param.low, param.high, param.step))
+    span = high - low
+    if span % step == 0:
+        return
+    last = low + span // step * step
+    highs = (value for value in (last, last + step) if value > low and _valid(base, param.name, param.kind(value)))
+    nearest = " or ".join(str(param.kind(value)) for value in highs)
+    raise ConfigError(
+        f"{where}: step = {param.step} does not divide high - low = {span} (the range would stop at "
+        f"{param.kind(last)}); nearest valid high: {nearest}"
+    )
+
+
+def _valid(base: TrainSettings, name: str, value: Any) -> bool:
+    """Whether `base` takes `value` for setting `name`."""
+    try:
+        base.replace(**{name: value})
+    except ValueError:
+        return False
+    return True
+
+
+def _of_kind(value: Any, kind: type) -> bool:
+    """Whether `value` has type `kind`: an int also passes for a float (a finite one), a bool never for a number."""
+    if isinstance(value, bool) or kind is bool:
+        return isinstance(value, bool) and kind is bool
+    if kind is float:
+        return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    return isinstance(value, kind)
 
 
 def _check_combinations(space: SearchSpace, base: TrainSettings, path: Path) -> None:
