@@ -13,6 +13,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage, spatial, special
 
+from data._errors import DataError
+from data._loader import IMAGE_EXTENSIONS
+
 # Measured objects average ~69 px at 256x256 with this radius (touching pairs make objects larger).
 _RADIUS_AT_256 = 4.63
 _RADIUS_JITTER = 0.08
@@ -61,8 +64,19 @@ def make_microbeads(
 
 
 def write_microbeads(out_dir: str | Path, n_images: int, size: int = 256, seed: int = 0) -> Path:
-    """Write `make_microbeads` output as `out_dir/images/bead_0000.png` (8-bit grey) and `masks/` (0/255)."""
+    """Write `make_microbeads` output as `out_dir/images/bead_0000.png` (8-bit grey) and `masks/` (0/255).
+
+    Raises DataError, before writing anything, when `images/` or `masks/` already hold image files: the
+    new files would overwrite some of them and mix with the others into a data set of two origins.
+    """
     out_dir = Path(out_dir)
+    for folder in (out_dir / "images", out_dir / "masks"):
+        held = _image_files_in(folder)
+        if held:
+            raise DataError(
+                f"{folder} already holds {held} image file(s); give a new or empty folder "
+                "(make-data writes bead_0000.png, bead_0001.png, ... there)"
+            )
     images, masks = make_microbeads(n_images, size, seed)
     for folder in ("images", "masks"):
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
@@ -71,6 +85,15 @@ def write_microbeads(out_dir: str | Path, n_images: int, size: int = 256, seed: 
         Image.fromarray(np.round(image[..., 0] * 255).astype(np.uint8)).save(out_dir / "images" / name)
         Image.fromarray((mask[..., 0] * 255).astype(np.uint8)).save(out_dir / "masks" / name)
     return out_dir
+
+
+def _image_files_in(folder: Path) -> int:
+    """How many non-hidden files with an image extension `folder` holds (0 when it does not exist)."""
+    if not folder.is_dir():
+        return 0
+    return sum(
+        1 for path in folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    )
 
 
 def _object_counts(rng: np.random.Generator, n_images: int, mean: float, low: int, high: int) -> np.ndarray:

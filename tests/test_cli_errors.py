@@ -404,3 +404,15 @@ def test_an_empty_path_url_or_name_is_refused_not_taken_as_not_given(
     error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("optimize")]
     assert len(error) == 1 and error[0].startswith(f"optimize {command}: error: argument "), error
     assert error[0].endswith(f"got {value!r}") or error[0].endswith(f"got {value!r} (an unset shell variable?)")
+
+
+def test_make_data_into_a_folder_of_images_is_one_line_and_writes_nothing(tmp_path):
+    data = tmp_path / "data"
+    assert run_cli("make-data", "--out", str(data), "--n", "2", "--size", "32").returncode == 0
+    before = {path: path.stat().st_mtime_ns for path in data.rglob("*")}
+    line = one_error_line(run_cli("make-data", "--out", str(data), "--n", "3", "--size", "64"), exit_code=1)
+    assert line == (
+        f"optimize make-data: error: {data / 'images'} already holds 2 image file(s); give a new or empty folder "
+        "(make-data writes bead_0000.png, bead_0001.png, ... there)"
+    )
+    assert {path: path.stat().st_mtime_ns for path in data.rglob("*")} == before

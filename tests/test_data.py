@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -25,12 +27,14 @@ from data import (
     epoch_images,
     format_stats_table,
     load_dataset,
+    load_mask_pairs,
     make_microbeads,
     objects_per_image,
     stratified_split,
     undo_dihedral,
     write_microbeads,
 )
+from data._loader import read_image
 
 
 def write(path: Path, pixels: np.ndarray) -> Path:
@@ -151,9 +155,15 @@ def test_hidden_and_non_image_files_are_ignored(tmp_path):
     (tmp_path / "images" / ".a.png").write_bytes(b"not a png")
     (tmp_path / "masks" / "notes.txt").write_text("masks drawn by hand")
 
-    images, _ = load_dataset(tmp_path)
+    with pytest.warns(UserWarning, match="skipped 1 file") as record:
+        images, _ = load_dataset(tmp_path)
 
     assert len(images) == 1
+    assert [str(warning.message).split(": skipped")[0] for warning in record] == [
+        str(tmp_path / "images"),
+        str(tmp_path / "masks"),
+    ]
+    assert not any(".a.png" in str(warning.message) for warning in record)
 
 
 def test_label_image_masks_warn_once_and_become_binary(tmp_path):
@@ -278,6 +288,182 @@ def test_non_integer_mask_values_are_rejected(tmp_path):
 
     with pytest.raises(DataError, match=r"a\.tif has 32 distinct non-integer values; expected a binary mask"):
         load_dataset(tmp_path)
+
+
+# --- load_dataset: pictures that would be read wrong -------------------------------------------
+
+
+def test_nan_and_inf_pixels_are_counted_and_refused(tmp_path):
+    pixels = ramp().astype(np.float32) / 255
+    pixels[0, :2], pixels[1, 0] = np.nan, np.inf
+    write(tmp_path / "images" / "a.tif", pixels)
+    write(tmp_path / "masks" / "a.png", disc_mask())
+
+    with pytest.raises(DataError, match=r"images.a\.tif has 2 NaN and 1 inf pixel value\(s\); expected finite"):
+        load_dataset(tmp_path)
+    with pytest.raises(DataError, match=r"a\.tif has 2 NaN and 1 inf pixel"):
+        read_image(tmp_path / "images" / "a.tif")
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".tif"])
+def test_cmyk_images_are_read_as_their_colours(tmp_path, ext):
+    rgb = np.stack([ramp(), ramp()[:, ::-1], np.full((32, 32), 128, np.uint8)], axis=-1)
+    cmyk = Image.fromarray(rgb).convert("CMYK")
+    write(tmp_path / "masks" / "a.png", disc_mask())
+    (tmp_path / "images").mkdir()
+    if ext == ".tif":
+        tifffile.imwrite(tmp_path / "images" / "a.tif", np.asarray(cmyk), photometric="separated")
+    else:
+        cmyk.save(tmp_path / "images" / "a.jpg", quality=95)
+
+    with pytest.warns(UserWarning, match="1 RGB image"):
+        images, _ = load_dataset(tmp_path)
+
+    np.testing.assert_allclose(images[0, ..., 0], (rgb @ [0.299, 0.587, 0.114]) / 255, atol=0.03)
+
+
+def test_a_two_channel_tiff_is_refused_unless_its_second_channel_is_alpha(tmp_path):
+    two = np.stack([ramp(), disc_mask()], axis=-1)
+    write(tmp_path / "masks" / "a.png", disc_mask())
+    (tmp_path / "images").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "a.tif", two, photometric="minisblack", planarconfig="contig")
+
+    with pytest.raises(DataError, match=r"a\.tif has 2 channels; expected one grey or RGB\(A\) image"):
+        load_dataset(tmp_path)
+
+    tifffile.imwrite(
+        tmp_path / "images" / "a.tif", two, photometric="minisblack", planarconfig="contig", extrasamples=["unassalpha"]
+    )
+    np.testing.assert_allclose(load_dataset(tmp_path)[0][0, ..., 0], ramp() / 255, atol=1e-6)
+
+
+def test_a_picture_drawn_only_in_its_alpha_channel_is_read_from_the_alpha(tmp_path):
+    drawn = np.zeros((32, 32, 4), np.uint8)
+    drawn[..., 3] = disc_mask()
+    shaded = np.full((32, 32, 4), 255, np.uint8)
+    shaded[..., 3] = ramp()
+    write(tmp_path / "images" / "a.png", shaded)
+    write(tmp_path / "masks" / "a.png", drawn)
+
+    with pytest.warns(UserWarning, match=r"2 file\(s\) drawn only in their alpha channel") as record:
+        images, masks = load_dataset(tmp_path)
+
+    assert len(record) == 1
+    np.testing.assert_array_equal(masks[0, ..., 0], disc_mask(value=1))
+    np.testing.assert_allclose(images[0, ..., 0], ramp() / 255, atol=1e-6)
+
+
+def test_8_bit_and_16_bit_images_holding_8_bit_values_are_not_mixed(tmp_path):
+    dataset(tmp_path, ["a"])
+    write(tmp_path / "images" / "b.png", ramp(dtype=np.uint16, top=200))
+    write(tmp_path / "masks" / "b.png", disc_mask())
+
+    with pytest.raises(
+        DataError,
+        match=r"images mixes 8-bit images \(e\.g\. .*a\.png\) with 16-bit images that hold only 8-bit values "
+        r"\(e\.g\. .*b\.png, brightest pixel 200\), which would read 256x darker; save all images at one bit depth",
+    ):
+        load_dataset(tmp_path)
+
+    write(tmp_path / "images" / "b.png", ramp(dtype=np.uint16, top=4095))
+    assert load_dataset(tmp_path)[0][1].max() == pytest.approx(4095 / 65535)
+    (tmp_path / "images" / "a.png").unlink()
+    write(tmp_path / "images" / "a.png", ramp(dtype=np.uint16, top=200))
+    assert load_dataset(tmp_path)[0][0].max() == pytest.approx(200 / 65535)
+
+
+def test_32_bit_integer_images_are_scaled_as_16_bit_and_checked_as_such(tmp_path):
+    dataset(tmp_path, ["a"])
+    write(tmp_path / "images" / "b.tif", ramp(dtype=np.int32, top=255))
+    write(tmp_path / "masks" / "b.png", disc_mask())
+
+    with pytest.raises(DataError, match=r"with 32-bit images that hold only 8-bit values \(e\.g\. .*b\.tif"):
+        load_dataset(tmp_path)
+
+    (tmp_path / "images" / "a.png").unlink()
+    write(tmp_path / "images" / "a.tif", ramp(dtype=np.int32, top=255))
+    assert load_dataset(tmp_path)[0].max() == pytest.approx(255 / 65535)
+
+
+def test_files_of_other_formats_are_named_in_one_warning_per_folder(tmp_path):
+    dataset(tmp_path, ["a", "b"])
+    for stem in ("c", "d"):
+        Image.fromarray(ramp()).save(tmp_path / "images" / f"{stem}.bmp")
+        Image.fromarray(disc_mask()).save(tmp_path / "masks" / f"{stem}.gif")
+
+    with pytest.warns(UserWarning) as record:
+        images, _ = load_dataset(tmp_path)
+
+    assert len(images) == 2
+    assert [str(warning.message) for warning in record] == [
+        f"{tmp_path / folder}: skipped 2 file(s) that are not read for their extension: c{ext}, d{ext}; "
+        "only .png, .tif, .tiff, .jpg, .jpeg files are read"
+        for folder, ext in (("images", ".bmp"), ("masks", ".gif"))
+    ]
+
+
+def test_a_file_given_as_the_data_folder_is_named_as_a_file(tmp_path):
+    file = write(tmp_path / "a.png", ramp())
+
+    with pytest.raises(
+        DataError, match=rf"^{re.escape(str(file))} is a file; expected a folder with images/ and masks/$"
+    ):
+        load_dataset(file)
+
+
+@pytest.mark.parametrize("kind", ["folder", "broken link"])
+def test_an_image_entry_that_is_no_file_is_named(tmp_path, kind):
+    dataset(tmp_path, ["a", "b"])
+    entry = tmp_path / "images" / "b.png"
+    entry.unlink()
+    if kind == "folder":
+        entry.mkdir()
+    else:
+        entry.symlink_to(tmp_path / "nowhere.png")
+
+    with pytest.raises(DataError, match=rf"images.b\.png is a {kind}; expected an image file$"):
+        load_dataset(tmp_path)
+
+
+def test_stems_pair_across_unicode_normal_forms(tmp_path):
+    write(tmp_path / "images" / f"{unicodedata.normalize('NFC', 'café')}.png", ramp())
+    write(tmp_path / "masks" / f"{unicodedata.normalize('NFD', 'café')}.png", disc_mask())
+
+    images, masks = load_dataset(tmp_path)
+
+    assert len(images) == len(masks) == 1
+
+
+def test_make_data_refuses_a_folder_that_holds_images(tmp_path):
+    dataset(tmp_path, ["bead_0000", "mine"])
+    before = (tmp_path / "images" / "bead_0000.png").read_bytes()
+
+    with pytest.raises(DataError, match=r"images already holds 2 image file\(s\); give a new or empty folder"):
+        write_microbeads(tmp_path, 3, size=32)
+
+    assert (tmp_path / "images" / "bead_0000.png").read_bytes() == before
+    (tmp_path / "masks" / "notes.txt").write_text("kept")
+    for path in (tmp_path / "images").iterdir():
+        path.unlink()
+    with pytest.raises(DataError, match=r"masks already holds 2 image file\(s\)"):
+        write_microbeads(tmp_path, 3, size=32)
+    assert sorted(path.name for path in (tmp_path / "images").iterdir()) == []
+
+
+def test_colour_masks_are_read_as_binary_with_a_warning_or_refused_without_background(tmp_path):
+    labels = np.zeros((32, 32, 3), np.uint8)
+    labels[2:8, 2:8], labels[2:8, 8:14], labels[20:26, 20:26] = (200, 10, 10), (10, 200, 10), (10, 10, 200)
+    write(tmp_path / "data" / "masks" / "a.png", disc_mask())
+    write(tmp_path / "pred" / "a.png", labels)
+
+    with pytest.warns(UserWarning, match=r"1 colour mask\(s\) .* read as binary: every non-black pixel is a bead"):
+        _, _, predictions = load_mask_pairs(tmp_path / "data", tmp_path / "pred")
+
+    np.testing.assert_array_equal(predictions[0], labels.any(axis=-1))
+    labels[labels.sum(axis=-1) == 0] = (0, 0, 90)
+    write(tmp_path / "pred" / "a.png", labels)
+    with pytest.raises(DataError, match=r"pred.a\.png is a colour image of 4 colours without a black pixel"):
+        load_mask_pairs(tmp_path / "data", tmp_path / "pred")
 
 
 # --- statistics ---------------------------------------------------------------------------------

@@ -219,6 +219,23 @@ BAD_FILES = {
         ("row 2:", "4 cells, but the header has 10 columns"),
     ),
     "empty file": ("", ("row 1: empty; expected a header row",)),
+    "header only": (USERS_HEADER + "\n", ("holds no rows, only its header (row 1)",)),
+    "best epoch after the last": (
+        USERS_HEADER + "\n" + USERS_ROWS[0] + "\nunet,8,0.0,dice,0.002,0.3,5,3,0.2,x.hdf5\n",
+        ("row 3, column best_epoch", "5 is after the last epoch, total_epochs 3"),
+    ),
+    "no epochs run": (
+        USERS_HEADER + "\nunet,8,0.0,dice,0.001,0.3,0,0,0.2,x.hdf5\n",
+        ("row 2, column total_epochs", "'0' is not an integer of at least 1"),
+    ),
+    "negative best epoch": (
+        USERS_HEADER + "\nunet,8,0.0,dice,0.001,0.3,-1,3,0.2,x.hdf5\n",
+        ("row 2, column best_epoch", "'-1' is not an integer of at least 0"),
+    ),
+    "final value outside [0, 1]": (
+        USERS_HEADER + "\nunet,8,0.0,dice,0.001,0.3,1,3,1.5,x.hdf5\n",
+        ("row 2, column final_val_jacard", "'1.5' is not a number in [0, 1]"),
+    ),
     "not a CSV": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", ("not a CSV text file",)),
 }
 
@@ -234,20 +251,90 @@ def imported_database(tmp_path_factory) -> Path:
     return folder / "tiny.db"
 
 
-@pytest.mark.parametrize("case", BAD_FILES, ids=list(BAD_FILES))
-def test_bad_files_are_refused_whole_in_one_line(studies, tmp_path, case, imported_database):
-    """Refused before anything is written: the storage stays byte-identical, with the trials it had."""
+def refused_unchanged(studies: Path, imported_database: Path, bad: Path, *fragments: str) -> None:
+    """Importing `bad` into a copy of the imported study is refused in one line holding every fragment, before
+    anything is written: the storage stays byte-identical, with the trials it had."""
     database = studies / "tiny.db"
     shutil.copyfile(imported_database, database)
     before = hashlib.sha256(database.read_bytes()).hexdigest()
-    content, fragments = BAD_FILES[case]
-    bad = tmp_path / "bad" / "search_results_final.csv"
-    bad.parent.mkdir()
-    bad.write_bytes(content if isinstance(content, bytes) else content.encode())
     result = import_results("tiny", bad, "--allow-different-data")
     one_line_error(result, f"optimize import-results: error: {bad}", *fragments)
     assert hashlib.sha256(database.read_bytes()).hexdigest() == before
     assert len(load(studies).get_trials()) == 2
+
+
+@pytest.mark.parametrize("case", BAD_FILES, ids=list(BAD_FILES))
+def test_bad_files_are_refused_whole_in_one_line(studies, tmp_path, case, imported_database):
+    content, fragments = BAD_FILES[case]
+    bad = tmp_path / "bad" / "search_results_final.csv"
+    bad.parent.mkdir()
+    bad.write_bytes(content if isinstance(content, bytes) else content.encode())
+    refused_unchanged(studies, imported_database, bad, *fragments)
+
+
+EXPORT_HEADER = "rank,number,state,value,val_jaccard,architecture,loss,learning_rate,best_epoch,epochs_run"
+EXPORT_ROWS = [
+    "1,0,complete,0.4,0.4,unet,dice,0.001,2,3",
+    "2,1,Complete,0.35,0.35,attention_unet,combined,0.0005,3,3",
+    "3,2,pruned,,0.2,unet,dice,0.002,1,1",
+]
+EXPORT_HISTORIES = {0: [0.1, 0.4, 0.3], 1: [0.2, 0.3, 0.35], 2: [0.2]}
+"""Each trial's val Jaccard per epoch, as export-best's `histories/trial_NNNN.csv` hold it."""
+
+
+def export_folder(folder: Path, rows: list[str] = EXPORT_ROWS, histories: dict = EXPORT_HISTORIES) -> Path:
+    """An export-best folder written by hand: search_results.csv and histories/, without the JSON."""
+    (folder / "histories").mkdir(parents=True)
+    (folder / "search_results.csv").write_text("\n".join([EXPORT_HEADER, *rows]) + "\n")
+    for number, values in histories.items():
+        lines = [f"{epoch},0.5,0.6,0.3,{value},0.001,1.5" for epoch, value in enumerate(values, start=1)]
+        text = "\n".join(["epoch,loss,val_loss,jaccard,val_jaccard,lr,seconds", *lines]) + "\n"
+        (folder / "histories" / f"trial_{number:04d}.csv").write_text(text)
+    return folder / "search_results.csv"
+
+
+def test_export_states_are_read_in_any_case(studies, tmp_path):
+    """`complete` and `Complete` are COMPLETE trials, `pruned` a PRUNED one, skipped as such."""
+    result = import_results("tiny", export_folder(tmp_path / "export"), "--allow-different-data")
+    assert result.returncode == 0, result.stderr
+    assert counts(result.stdout) == {"rows read": 3, "imported": 2, "skipped": 1, "already present": 0}
+    assert "row 4: skipped: a PRUNED trial; only COMPLETE trials are imported" in result.stdout
+    trials = load(studies).get_trials()
+    assert [(trial.state, trial.value) for trial in trials] == [(TrialState.COMPLETE, 0.4), (TrialState.COMPLETE, 0.35)]
+    assert trials[0].intermediate_values == {1: 0.1, 2: 0.4, 3: 0.3}
+    assert (read_record(trials[1]).best_epoch, read_record(trials[1]).epochs_run) == (3, 3)
+
+
+BAD_EXPORTS = {
+    "unknown state": (
+        [EXPORT_ROWS[0], "2,1,done,0.35,0.35,attention_unet,combined,0.0005,3,3"],
+        EXPORT_HISTORIES,
+        ("row 3, column state", "'done' is not a trial state", "COMPLETE"),
+    ),
+    "best epoch after the last": (
+        ["1,0,COMPLETE,0.4,0.4,unet,dice,0.001,4,3"],
+        EXPORT_HISTORIES,
+        ("row 2, column best_epoch", "4 is after the last epoch, epochs_run 3"),
+    ),
+    "history of another export": (
+        EXPORT_ROWS,
+        {**EXPORT_HISTORIES, 1: [0.2, 0.5]},
+        ("row 3, column val_jaccard", "0.35 is not the best val_jaccard of", "trial_0001.csv (0.5)"),
+    ),
+    "negative trial number": (
+        ["1,-1,COMPLETE,0.4,0.4,unet,dice,0.001,2,3"],
+        EXPORT_HISTORIES,
+        ("row 2, column number", "'-1' is not an integer of at least 0"),
+    ),
+    "header only": ([], EXPORT_HISTORIES, ("holds no rows",)),
+}
+
+
+@pytest.mark.parametrize("case", BAD_EXPORTS, ids=list(BAD_EXPORTS))
+def test_bad_export_files_are_refused_whole_in_one_line(studies, tmp_path, case, imported_database):
+    rows, histories, fragments = BAD_EXPORTS[case]
+    bad = export_folder(tmp_path / "export", rows, histories)
+    refused_unchanged(studies, imported_database, bad, *fragments)
 
 
 def test_bad_history_file_is_refused_naming_it(studies, tmp_path):

@@ -24,7 +24,7 @@ from optimize.limits import MAX_SEED
 from optimize.search.config import nearest_image_sizes, parse_config
 from optimize.training.dataset import load_study_data
 from optimize.workers.pool import choose_gpus, visible_gpus
-from tests.conftest import OPTIMIZE, write_tiny_study
+from tests.conftest import OPTIMIZE, run_cli, write_tiny_study
 
 FAKE_NVIDIA_SMI = """#!/bin/sh
 echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-11111111-2222-3333-4444-555555555555)"
@@ -210,6 +210,29 @@ def test_masks_without_a_bead_are_refused_but_data_stats_still_measures_them(exi
     assert re.search(r"Foreground fraction \| 0\.0 %", capsys.readouterr().out)
 
 
+def test_masks_that_are_bead_everywhere_are_refused(tmp_path):
+    folder = image_folder(tmp_path / "full", 32, 32)
+    for mask in (folder / "masks").iterdir():
+        Image.fromarray(np.full((32, 32), 2, np.uint8)).save(mask)  # 1 = background, 2 = bead, say
+
+    with pytest.raises(UserError) as error:
+        load_study_data(tiny_config(tmp_path), folder)
+
+    assert str(error.value) == (
+        f"data: every mask in {folder / 'masks'} is entirely bead (6 masks without a background pixel); "
+        "a mask marks beads with non-zero pixels and background with 0"
+    )
+
+
+def test_data_stats_of_a_file_says_it_is_a_file(tmp_path):
+    file = tmp_path / "beads.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(file)
+
+    line = error_line(run_cli("data-stats", str(file)))
+
+    assert line == f"optimize data-stats: error: {file} is a file; expected a folder with images/ and masks/"
+
+
 # Flags: checked while parsing (or before any worker starts), never ignored.
 
 
@@ -228,10 +251,12 @@ def test_masks_without_a_bead_are_refused_but_data_stats_still_measures_them(exi
         (["run", "--study", "tiny", "--gpus", "1,1"], r"argument --gpus: GPU 1 is given twice in '1,1'"),
         (["dashboard", "--study", "tiny", "--port", "70000"], r"argument --port: expected a TCP port in 1\.\.65535"),
         (["dashboard", "--study", "tiny", "--port", "0"], r"argument --port: .*got '0'"),
-        (["make-data", "--out", "x", "--size", "4"], r"argument --size: expected an image size of at least 8 px"),
+        (["make-data", "--out", "x", "--size", "4"], r"argument --size: expected an image size of 8\.\.4096 px"),
+        (["make-data", "--out", "x", "--size", "100000"], r"argument --size: expected an image size of 8\.\.4096 px"),
+        (["new-study", "n", "--data", "x", "--image-size", "100000"], r"argument --image-size: .* 1\.\.4096 px"),
         (["make-data", "--out", "x", "--n", "-5"], r"argument --n: expected a positive integer, got '-5'"),
         (["make-data", "--out", "x", "--seed", "-3"], r"argument --seed: expected a seed in 0\.\."),
-        (["data-stats", "x", "--image-size", "0"], r"argument --image-size: expected a positive integer, got '0'"),
+        (["data-stats", "x", "--image-size", "0"], r"argument --image-size: expected an image size of 1\.\.4096 px"),
     ],
 )
 def test_bad_numbers_are_refused_while_parsing(existing_study, args, message):

@@ -431,3 +431,24 @@ def test_predict_errors(predict_setup, tmp_path, capsys):
     with contextlib.redirect_stderr(io.StringIO()) as usage, pytest.raises(SystemExit) as exit_info:
         main(["predict", "--model", model_file, "--images", images, "--out", out, "--threshold", "1.5"])
     assert exit_info.value.code == 2 and "expected a probability threshold in (0, 1), got '1.5'" in usage.getvalue()
+
+
+@pytest.mark.parametrize("bad", ["text renamed", "truncated"])
+def test_predict_refuses_an_unreadable_image_before_writing_anything(predict_setup, tmp_path, capsys, bad):
+    """A good image, a bad one, a good one: one line naming the bad file, and no output folder at all (no
+    masks or labels of the good image before it, no CSVs)."""
+    images, out = tmp_path / "images", tmp_path / "out"
+    images.mkdir()
+    good = sorted((predict_setup["data"] / "images").iterdir())[0].read_bytes()
+    for name in ("a_good.png", "c_good.png"):
+        (images / name).write_bytes(good)
+    broken = images / "b_bad.png"
+    if bad == "text renamed":
+        broken.write_text("these are notes, not an image\n")
+    else:
+        broken.write_bytes(good[: len(good) // 2])
+    model_file = str(predict_setup["folder"] / "best_model.keras")
+    err = one_line_error(["predict", "--model", model_file, "--images", str(images), "--out", str(out)], capsys)
+    assert f"{broken} cannot be read as an image" in err
+    assert "a_good" not in err and "c_good" not in err
+    assert not out.exists()

@@ -11,7 +11,8 @@ is thresholded and labelled (see `beads`). Written to the output folder:
 - ``bead_areas.csv``: per bead its area and centre (row ``centroid_y``, column ``centroid_x``).
 
 Keras is imported only by the functions that load or run a model, so the checks of the inputs come first
-and cost nothing.
+and cost no Keras start-up: `image_inputs` reads every image once (`check_images`), so that an unreadable
+image stops the command before anything is written, never with the output folder half-written.
 """
 
 from __future__ import annotations
@@ -66,9 +67,11 @@ def load_model(path: str | Path, compile: bool = True) -> keras.Model:
 
 
 def image_inputs(model_path: str | Path, images_dir: str | Path) -> list[Path]:
-    """The image files to segment, after checking that the model file and the image folder exist.
+    """The image files to segment, after checking that the model file and the image folder exist and that
+    every image can be used (`check_images`).
 
-    Keras-free, so that a wrong path ends the command before Keras loads. Raises UserError.
+    Keras-free, so that a wrong path or a bad image ends the command before Keras loads, and before
+    `predict_folder` writes anything. Raises UserError.
     """
     model_path, images_dir = Path(model_path), Path(images_dir)
     if not model_path.exists():
@@ -78,9 +81,24 @@ def image_inputs(model_path: str | Path, images_dir: str | Path) -> list[Path]:
     if not images_dir.is_dir():
         raise UserError(f"image folder {images_dir} does not exist; expected a folder of images")
     try:
-        return image_files(images_dir)
+        files = image_files(images_dir)
     except DataError as error:
         raise UserError(str(error)) from None
+    check_images(files)
+    return files
+
+
+def check_images(files: Sequence[Path]) -> None:
+    """UserError naming the first of `files` that cannot be segmented: one that cannot be read (not an image,
+    a truncated file) or is not one grey or RGB(A) image.
+
+    Each image is read in full, exactly as `predict_folder` reads it, and dropped before the next is read:
+    headers alone do not do, since a truncated PNG or TIFF has an intact header and fails only when its
+    pixels are decoded, and holding every image until prediction would take a large folder's size in
+    memory. The cost is one more decode per image, small beside predicting its tiles.
+    """
+    for path in files:
+        _model_input(path)
 
 
 def open_model(path: str | Path) -> keras.Model:
@@ -127,6 +145,9 @@ def predict_folder(
     stream: TextIO | None = None,
 ) -> PredictionSummary:
     """Segment `files` with the model in `model_path` and write masks, labels and CSVs under `out`.
+
+    `files` as `image_inputs` returns them: each already read once, so that a bad image stops the command
+    before anything is written here; a caller with a list of its own calls `check_images` first.
 
     `overlap` is the overlap of neighbouring tiles in pixels (default: a quarter of the model's input
     size). Prints one line per image to `stream` (default: standard output). Raises UserError for a model

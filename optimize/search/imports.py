@@ -23,11 +23,15 @@ A row is imported when it gives a value for every parameter the study searches, 
 and, for each setting the study does not search that the file has a column for, the value the study trains
 with (its `[training]` value or the default); a setting the file does not state is taken to be the study's.
 Otherwise it is skipped, with the reason. Its value is the study's metric (the users' files hold the val
-Jaccard only); export-best's rows must be COMPLETE.
+Jaccard only); export-best's rows must be COMPLETE (the state read in any case).
 
-A file that cannot be read as such (not CSV text, empty, a missing column, a cell that is not of its column's
-type, an architecture or loss name that exists nowhere) is refused whole, before any trial is added, with
-one line naming the file, the row (counted as a spreadsheet shows it: the header is row 1) and the column.
+A file that cannot be read as such (not CSV text, empty or a header without rows, a missing column, a cell
+that is not of its column's type or outside its range (`RECORD_RANGES`), an architecture, loss or trial
+state that exists nowhere) is refused whole, before any trial is added, with one line naming the file, the
+row (counted as a spreadsheet shows it: the header is row 1) and the column. So is a row at odds with
+itself: a best epoch after its last epoch, or an export-best row whose history's best val Jaccard is not
+the row's (its `histories/` belongs to another export). Every row is read and checked before the study is
+opened, so a refused file changes nothing.
 
 Each imported trial gets the user attrs `imported_from` ("FILE:ROW") and `imported_hash`, a hash of the row's
 cells: a row whose hash the study already holds is not added again, so importing a file twice, or a later
@@ -48,7 +52,7 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from losses import LOSS_NAMES
 from models import ARCHITECTURES
@@ -63,6 +67,11 @@ from optimize.results.record import (
     IMPORTED_FROM,
     IMPORTED_HASH,
     OBJECT_METRICS,
+    PARAM_COUNT,
+    STABILITY,
+    TRAIN_SECONDS,
+    TRAIN_VAL_GAP,
+    VAL_COUNT_ERROR,
     VAL_JACCARD,
     history_columns,
 )
@@ -111,6 +120,24 @@ USERS_HISTORY_COLUMNS = {
 """Our history's columns (`HISTORY_COLUMNS`) and the users' names for them."""
 SAME_BEST = 1e-6
 """How close a history's best val Jaccard must be to its row's to be that row's run (both are float32s)."""
+SAME_EXPORTED_BEST = 1e-5
+"""How close export-best's history's best val Jaccard must be to its row's: histories are stored rounded to
+6 decimals (`history_columns`), and an imported users' history was within `SAME_BEST` of its row."""
+TRIAL_STATES = tuple(state.name for state in TrialState)
+RECORD_RANGES: dict[str, tuple[bool, float | None, float | None]] = {
+    BEST_EPOCH: (True, 0, None),
+    EPOCHS_RUN: (True, 1, None),
+    BEST_VAL_JACCARD: (False, 0.0, 1.0),
+    FINAL_VAL_JACCARD: (False, 0.0, 1.0),
+    STABILITY: (False, 0.0, None),
+    TRAIN_VAL_GAP: (False, -1.0, 1.0),
+    PARAM_COUNT: (True, 1, None),
+    TRAIN_SECONDS: (False, 0.0, None),
+    **{name: (False, 0.0, None if name == VAL_COUNT_ERROR else 1.0) for name in OBJECT_METRICS},
+}
+"""Each record user attr as a cell holds it: (an integer?, lowest, highest). A best epoch may be 0 (the users'
+scripts may count epochs from 0); a trial with a value ran at least one epoch; Jaccards and the bead-level
+metrics but the count error are fractions; a standard deviation and seconds are not negative."""
 SAME_DATA_STATS = ("image_height", "image_width", "n_images", "objects_per_image_mean", "foreground_fraction")
 
 
@@ -186,6 +213,10 @@ def read_results(path: str | Path, config: StudyConfig) -> ImportPlan:
     if not path.is_file():
         raise UserError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     table = Table(path)
+    if not table.rows:
+        raise UserError(
+            f"{path} holds no rows, only its header (row 1); expected one row per configuration or trial below it"
+        )
     if "state" in table.header and "number" in table.header:
         return _read_export(table, config)
     return _read_users(table, config)
@@ -272,9 +303,12 @@ def _read_users(table: Table, config: StudyConfig) -> ImportPlan:
             plan.skipped.append(Skipped(number, f"no {value_column}"))
             continue
         record = {BEST_VAL_JACCARD: value}
-        for column, attr in USERS_RECORD_COLUMNS.items():
-            if column in cells:
-                record[attr] = _number(table, number, column, cells[column], integer=attr != FINAL_VAL_JACCARD)
+        columns = {attr: column for column, attr in USERS_RECORD_COLUMNS.items() if column in cells}
+        for attr, column in columns.items():
+            cell = _record_cell(table, number, column, cells[column], attr)
+            if cell is not None:
+                record[attr] = cell
+        _check_epochs(table, number, record, columns)
         history = _users_history(table, number, cells, value, plan)
         _plan(plan, table, number, cells, params, value, record, history, config)
     return plan
@@ -288,10 +322,10 @@ def _read_export(table: Table, config: StudyConfig) -> ImportPlan:
     settings = _setting_columns(table, config)
     for number, cells in table.rows:
         plan.rows += 1
-        trial_number = _number(table, number, "number", cells["number"], integer=True)
-        state = cells["state"].strip()
+        trial_number = _number(table, number, "number", cells["number"], integer=True, low=0)
+        state = _state(table, number, cells["state"])
         value = _number(table, number, value_column, cells[value_column], low=0.0, high=1.0)
-        if state != "COMPLETE":
+        if state != TrialState.COMPLETE.name:
             plan.skipped.append(Skipped(number, f"a {state or 'stateless'} trial; only COMPLETE trials are imported"))
             continue
         params = _row_params(table, number, cells, settings, config)
@@ -302,15 +336,20 @@ def _read_export(table: Table, config: StudyConfig) -> ImportPlan:
             plan.skipped.append(Skipped(number, f"no {value_column} (the study's metric)"))
             continue
         record = {}
+        columns = {}
         for column in (VAL_JACCARD, *EXPORT_RECORD_COLUMNS):
             if column in cells:
-                integer = column in (BEST_EPOCH, EPOCHS_RUN, "param_count")
-                cell = _number(table, number, column, cells[column], integer=integer)
+                attr = BEST_VAL_JACCARD if column == VAL_JACCARD else column
+                columns[attr] = column
+                cell = _record_cell(table, number, column, cells[column], attr)
                 if cell is not None:
-                    record[BEST_VAL_JACCARD if column == VAL_JACCARD else column] = cell
+                    record[attr] = cell
+        _check_epochs(table, number, record, columns)
         history = None
         if trial_number is not None:
-            history = _export_history(table.path.parent / "histories" / f"trial_{trial_number:04d}.csv")
+            history_path = table.path.parent / "histories" / f"trial_{trial_number:04d}.csv"
+            history = _export_history(history_path)
+            _check_exported_best(table, number, record.get(BEST_VAL_JACCARD), history, history_path)
         _plan(plan, table, number, cells, params, value, record, history, config)
     return plan
 
@@ -472,22 +511,69 @@ def _number(
     low: float | None = None,
     high: float | None = None,
 ) -> Any:
-    """A cell as a finite number (an integer, with `integer`; `16.0` counts), None when empty; else an error."""
+    """A cell as a finite number (an integer, with `integer`; `16.0` counts) in [`low`, `high`] (either bound may
+    be None), None when empty; else an error."""
     text = cell.strip()
     if not text:
         return None
     expected = "an integer" if integer else "a number"
-    if low is not None:
-        expected = f"a number in [{low:g}, {high:g}]"
+    if low is not None and high is not None:
+        expected += f" in [{low:g}, {high:g}]"
+    elif low is not None:
+        expected += f" of at least {low:g}"
     try:
         value = float(text)
     except ValueError:
         raise table.error(number, column, f"{text!r} is not {expected}") from None
     if not math.isfinite(value) or (integer and not value.is_integer()):
         raise table.error(number, column, f"{text!r} is not {expected}")
-    if low is not None and not low <= value <= high:
+    if (low is not None and value < low) or (high is not None and value > high):
         raise table.error(number, column, f"{text!r} is not {expected}")
     return int(value) if integer else value
+
+
+def _record_cell(table: Table, number: int, column: str, cell: str, attr: str) -> Any:
+    """A cell kept as the record's user attr `attr`, of that attr's type and range (`RECORD_RANGES`)."""
+    integer, low, high = RECORD_RANGES[attr]
+    return _number(table, number, column, cell, integer=integer, low=low, high=high)
+
+
+def _check_epochs(table: Table, number: int, record: dict[str, Any], columns: dict[str, str]) -> None:
+    """Error when the row's best epoch comes after its last epoch (`columns`: each record attr's column)."""
+    best, last = record.get(BEST_EPOCH), record.get(EPOCHS_RUN)
+    if best is not None and last is not None and best > last:
+        raise table.error(
+            number,
+            columns[BEST_EPOCH],
+            f"{best} is after the last epoch, {columns[EPOCHS_RUN]} {last}; the best epoch must be one of the "
+            "epochs run",
+        )
+
+
+def _state(table: Table, number: int, cell: str) -> str:
+    """export-best's state cell as Optuna names it, in any case ("complete" is COMPLETE); "" when empty;
+    a name that is no trial state is an error."""
+    state = cell.strip().upper()
+    if state and state not in TRIAL_STATES:
+        raise table.error(number, "state", f"{cell.strip()!r} is not a trial state; known: {', '.join(TRIAL_STATES)}")
+    return state
+
+
+def _check_exported_best(
+    table: Table, number: int, best_value: float | None, history: list[dict[str, float]] | None, path: Path
+) -> None:
+    """Error when the row's best val Jaccard is not its history's: export-best writes both from one trial, so
+    a difference means `histories/` comes from another export (the trial numbers of another study)."""
+    if best_value is None or not history:
+        return
+    best = max((row["val_jaccard"] for row in history if math.isfinite(row["val_jaccard"])), default=None)
+    if best is not None and abs(best - best_value) > SAME_EXPORTED_BEST:
+        raise table.error(
+            number,
+            VAL_JACCARD,
+            f"{best_value:.6g} is not the best val_jaccard of {path} ({best:.6g}); expected the histories/ that "
+            "export-best wrote with this file",
+        )
 
 
 def _users_history(

@@ -79,7 +79,8 @@ def fold_data(data: StudyData, k: int, fold: int, seed: int) -> tuple[Arrays, Ar
 
 def check_trainable(config: StudyConfig, images: np.ndarray, masks: np.ndarray, directory: Path | None) -> None:
     """Refuse, before any trial, data no trial can learn from: images the deepest U-Net of the study
-    cannot pool down, or masks without a single bead (the trials would complete with meaningless values)."""
+    cannot pool down, masks without a single bead or masks that are bead everywhere (the trials would
+    complete with meaningless values)."""
     height, width = images.shape[1:3]
     resized = f" after resizing to [data] image_size = {config.data.image_size}" if config.data.image_size else ""
     folder = "synthetic images" if directory is None else f"images in {directory / 'images'}"
@@ -93,4 +94,10 @@ def check_trainable(config: StudyConfig, images: np.ndarray, masks: np.ndarray, 
         raise UserError(
             f"data: {where} is empty{resized} ({len(masks)} masks without a bead pixel); "
             "a mask marks beads with non-zero pixels"
+        )
+    if masks.all():
+        where = "every synthetic mask" if directory is None else f"every mask in {directory / 'masks'}"
+        raise UserError(
+            f"data: {where} is entirely bead{resized} ({len(masks)} masks without a background pixel); "
+            "a mask marks beads with non-zero pixels and background with 0"
         )
