@@ -56,8 +56,12 @@ def test_runs_prune_join_and_enqueue_once(finished_study):
 def test_export_best_matches_database(finished_study, monkeypatch):
     study, studies, _, _ = finished_study
     monkeypatch.setenv("OPTIMIZE_STUDIES_DIR", str(studies))
-    assert main(["export-best", "--study", "tiny"]) == 0
     out = studies / "tiny" / "export"
+    (out / "histories").mkdir(parents=True, exist_ok=True)
+    (out / "histories" / "trial_9999.csv").write_text("an earlier export's history\n")
+    assert main(["export-best", "--study", "tiny"]) == 0
+    written = sorted(path.name for path in (out / "histories").iterdir())
+    assert written == [f"trial_{trial.number:04d}.csv" for trial in study.trials]
     best = json.loads((out / "best_hyperparameters.json").read_text())
     assert best["trial_number"] == study.best_trial.number
     assert best["value"] == pytest.approx(study.best_value)

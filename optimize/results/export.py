@@ -76,6 +76,8 @@ def export_best(
     }
     (out / "best_hyperparameters.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     trials_frame(trials).to_csv(out / "search_results.csv", index=False)
+    for stale in (out / "histories").glob("trial_*.csv"):  # an earlier export's, of this study or another
+        stale.unlink()
     for trial in trials:
         history_frame(trial).to_csv(out / "histories" / f"trial_{trial.number:04d}.csv", index=False)
     return out, summary
