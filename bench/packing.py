@@ -159,20 +159,10 @@ class PackingRun:
 
 
 def optimize_run(config: Path, url: str, cache: Path, extra: list[str]) -> list[str]:
-    return [
-        sys.executable,
-        "-P",
-        "-m",
-        "optimize",
-        "run",
-        "--study",
-        str(config),
-        "--storage",
-        url,
-        "--compile-cache",
-        str(cache),
-        *extra,
-    ]
+    jax = os.environ.get("KERAS_BACKEND") == "jax"  # TensorFlow keeps no compile cache
+    cache_args = ["--compile-cache", str(cache)] if jax else []
+    command = [sys.executable, "-P", "-m", "optimize", "run", "--study", str(config), "--storage", url]
+    return command + cache_args + extra
 
 
 def warm_up(config: Path, folder: Path) -> float:

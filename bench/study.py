@@ -262,7 +262,8 @@ def run_pass(
     args = ["run", "--study", STUDY, "--n-trials", str(mode.trials), *mode.workers]
     if mode.timeout is not None:
         args += ["--timeout", str(mode.timeout)]
-    args += ["--compile-cache", str(cache or folder / "compile_cache")]
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "jax":  # TensorFlow keeps no compile cache
+        args += ["--compile-cache", str(cache or folder / "compile_cache")]
     if not first:
         args += ["--new-study", study]
     if data is not None:

@@ -529,11 +529,20 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def check_worker_flags(args: argparse.Namespace) -> None:
-    """`--gpus` or `--workers`, and `--trials-per-gpu` only with `--gpus` (`run` and `confirm`)."""
+    """`--gpus` or `--workers`, `--trials-per-gpu` only with `--gpus`, and `--compile-cache DIR` only under JAX
+    (`run` and `confirm`)."""
+    from optimize.keras_import import keras_backend
+
     if args.gpus and args.workers:
         raise UsageError("give either --gpus or --workers, not both")
     if args.trials_per_gpu and not args.gpus:
         raise UsageError(f"--trials-per-gpu {args.trials_per_gpu} needs --gpus; without GPUs use --workers N")
+    backend = keras_backend()
+    if args.compile_cache not in (None, "off") and backend != "jax":
+        raise UsageError(
+            f"--compile-cache {args.compile_cache}: the {backend} backend keeps no compile cache; it serves the JAX "
+            "backend (KERAS_BACKEND=jax)"
+        )
 
 
 def cmd_export_best(args: argparse.Namespace) -> int:

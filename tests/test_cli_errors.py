@@ -416,3 +416,17 @@ def test_make_data_into_a_folder_of_images_is_one_line_and_writes_nothing(tmp_pa
         "(make-data writes bead_0000.png, bead_0001.png, ... there)"
     )
     assert {path: path.stat().st_mtime_ns for path in data.rglob("*")} == before
+
+
+@pytest.mark.parametrize("command", ["run", "confirm"])
+def test_a_compile_cache_under_tensorflow_is_refused_not_ignored(command, tmp_path, monkeypatch, capsys):
+    from optimize.cli import main
+
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    monkeypatch.setenv("OPTIMIZE_STUDIES_DIR", str(tmp_path))
+    assert main([command, "--study", "tiny", "--compile-cache", str(tmp_path / "cache")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"optimize {command}: error: --compile-cache {tmp_path / 'cache'}: the tensorflow backend keeps no compile "
+        "cache; it serves the JAX backend (KERAS_BACKEND=jax)"
+    ]
+    assert not (tmp_path / "cache").exists()
