@@ -678,6 +678,13 @@ def cmd_warm_cache(args: argparse.Namespace) -> int:
     from optimize.search.config import load_config
     from optimize.workers.warm_cache import warm_cache
 
+    unused = [
+        flag for flag, given in (("--compile-cache", args.compile_cache), ("--allow-cpu", args.allow_cpu)) if given
+    ]
+    if args.list and unused:
+        raise UsageError(
+            f"--list compiles nothing, so {' and '.join(unused)} would do nothing: leave out one or the other"
+        )
     config = load_config(args.study)
     import_keras()
     return warm_cache(

@@ -430,3 +430,17 @@ def test_a_compile_cache_under_tensorflow_is_refused_not_ignored(command, tmp_pa
         "cache; it serves the JAX backend (KERAS_BACKEND=jax)"
     ]
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [(["--allow-cpu"], "--allow-cpu"), (["--compile-cache", "c", "--allow-cpu"], "--compile-cache and --allow-cpu")],
+)
+def test_warm_cache_list_refuses_the_flags_it_would_not_use(flags, named, tmp_path, monkeypatch, capsys):
+    from optimize.cli import main
+
+    monkeypatch.setenv("OPTIMIZE_STUDIES_DIR", str(tmp_path))
+    assert main(["warm-cache", "--study", "tiny", "--list", *flags]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"optimize warm-cache: error: --list compiles nothing, so {named} would do nothing: leave out one or the other"
+    ]
