@@ -64,6 +64,10 @@ def test_a_worker_that_sees_several_gpus_says_it_trains_on_the_first(tmp_path, m
         stream = io.StringIO()
         assert check_device(config, data, allow_cpu=False, stream=stream) == gpus
         assert stream.getvalue().startswith("device GPU: GPU:0" if gpus else "device CPU"), stream.getvalue()
+        asked = io.StringIO()
+        check_device(config, data, allow_cpu=True, stream=asked)
+        reason = "" if gpus else ": the study is not sized for a GPU"
+        assert asked.getvalue().splitlines()[0].endswith(f"  (--allow-cpu is not needed{reason})"), asked.getvalue()
     assert several_gpus_note([]) is None and several_gpus_note(["GPU:0"]) is None
     assert several_gpus_note(["GPU:0", "GPU:1", "GPU:2", "GPU:3"]) == (
         "note: this worker trains on the first of the 4 GPUs it sees; --gpus all-visible runs one worker per GPU "

@@ -64,6 +64,8 @@ def check_device(config: StudyConfig, data: StudyData, allow_cpu: bool, stream: 
     reasons = gpu_sized(config, data.train[0].shape[1])
     if not reasons or allow_cpu:
         sized = f"; the study is sized for a GPU ({', '.join(reasons)}), allowed by --allow-cpu" if reasons else ""
+        if allow_cpu and not reasons:
+            sized = "  (--allow-cpu is not needed: the study is not sized for a GPU)"
         print(f"device CPU ({detail}){sized}", file=stream, flush=True)
         return []
     print(f"device CPU ({detail}); timing one training step of the study's first model ...", file=stream, flush=True)
