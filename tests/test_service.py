@@ -106,8 +106,10 @@ def test_status_and_optuna_clients_read_the_study(finished_study, monkeypatch, c
 def test_budget_stops_every_run(studies, capsys):
     write_tiny_study(studies, "capped", max_trials=3, max_epochs=2)
     assert main(["run", "--study", "capped", "--n-trials", "10"]) == 0
+    first = capsys.readouterr().out
+    assert "budget reached: 3 of max_trials = 3 trials; this worker stops" in first  # not its 10 trials: said
     assert main(["run", "--study", "capped", "--n-trials", "10"]) == 0
-    assert "budget reached: 3 of max_trials = 3" in capsys.readouterr().out
+    assert "budget reached: 3 of max_trials = 3 trials; nothing to do" in capsys.readouterr().out
     study = optuna.load_study(study_name="capped", storage=storage_url(studies, "capped"))
     assert len(study.trials) == 3
 

@@ -214,6 +214,10 @@ def run_trials(
     if errors.stop_message is not None:
         print(errors.stop_message, file=stream, flush=True)
         return EXIT_REPEATED_ERRORS
+    if budget_reached(study, max_trials):  # it may have ended this worker before its --n-trials or --timeout
+        print(
+            f"budget reached: {budget_used(study)} of max_trials = {max_trials} trials; this worker stops", file=stream
+        )
     if hooks.show_best:
         print_best(study, url, stream)
     return 0
