@@ -18,7 +18,7 @@ from optimize.results.record import stored_history
 from optimize.search.config import load_config
 from optimize.training.dataset import load_study_data
 from optimize.workers.objective import Objective
-from optimize.workers.pool import CPU_THREAD_VARIABLES, plan_workers, split_trials, worker_env
+from optimize.workers.pool import CPU_THREAD_VARIABLES, idle_workers_note, plan_workers, split_trials, worker_env
 from tests.conftest import OPTIMIZE, write_tiny_study
 from tests.helpers import trials_of, wait_for
 
@@ -31,6 +31,18 @@ def start_worker(studies: Path, *args: str, env: dict | None = None) -> subproce
         text=True,
         env={**os.environ, "OPTIMIZE_STUDIES_DIR": str(studies), "PYTHONUNBUFFERED": "1", **(env or {})},
     )
+
+
+def test_more_workers_than_trials_says_how_many_start():
+    assert (
+        idle_workers_note(plan_workers(None, 3, 1, 1))
+        == "note: 1 trial(s) for 3 workers: 1 start, one trial or more each"
+    )
+    assert idle_workers_note(plan_workers(["0", "1"], None, 2, 3)) == (
+        "note: 3 trial(s) for 4 workers: 3 start, one trial or more each"
+    )
+    assert idle_workers_note(plan_workers(None, 3, 1, 3)) is None
+    assert idle_workers_note(plan_workers(None, 3, 1, None)) is None
 
 
 def test_plan_shares_trials_and_gpus():

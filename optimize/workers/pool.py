@@ -118,11 +118,22 @@ def worker_env(spec: WorkerSpec, shared_gpu: bool, n_workers: int = 1) -> dict[s
     return env
 
 
+def idle_workers_note(plan: list[WorkerSpec]) -> str | None:
+    """What a pool of more workers than `--n-trials` starts: a worker whose share is 0 trials does not start."""
+    idle = [spec for spec in plan if spec.n_trials == 0]
+    if not idle:
+        return None
+    n_trials = sum(spec.n_trials for spec in plan)
+    return f"note: {n_trials} trial(s) for {len(plan)} workers: {len(plan) - len(idle)} start, one trial or more each"
+
+
 def run_worker_pool(
     worker_args: list[str], plan: list[WorkerSpec], shared_gpu: bool, stream: TextIO, subcommand: str = "run"
 ) -> int:
     """Start one `optimize SUBCOMMAND` process per spec (`run`, `confirm`); return 0, or the first failing
     worker's exit code."""
+    if (note := idle_workers_note(plan)) is not None:
+        print(note, file=stream, flush=True)
     processes = []
     for spec in plan:
         command = [
