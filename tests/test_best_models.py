@@ -121,9 +121,11 @@ def test_keep_models_zero_keeps_none_and_export_says_why(tmp_path):
     path = write_tiny_study(folder, max_epochs=1, max_trials=2)
     path.write_text(path.read_text() + "\n[artifacts]\nkeep_models = 0\n")
     env = {"OPTIMIZE_STUDIES_DIR": str(folder)}
-    ran = run_cli("run", "--study", "tiny", env=env)
+    given = tmp_path / "models"
+    ran = run_cli("run", "--study", "tiny", "--artifacts", str(given), env=env)
     assert ran.returncode == 0, ran.stderr
-    assert "models the" not in ran.stdout and not (folder / "tiny.artifacts").exists()
+    assert "models the" not in ran.stdout and not (folder / "tiny.artifacts").exists() and not given.exists()
+    assert f"note: --artifacts {given} unused: [artifacts] keep_models = 0 keeps no model" in ran.stdout
     exported = run_cli("export-best", "--study", "tiny", env=env)
     assert exported.returncode == 0, exported.stderr
     assert "no best_model.keras: trial " in exported.stdout

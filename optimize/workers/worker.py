@@ -133,6 +133,8 @@ def run_trials(
         print(autotune, file=stream)
     if keep_model is not None:
         print(keep_model.describe, file=stream)
+    elif options.artifacts:
+        print(f"note: --artifacts {options.artifacts} unused: [artifacts] keep_models = 0 keeps no model", file=stream)
     idle = hooks.nothing_left(study) if hooks.nothing_left else None
     if idle is not None:
         print(idle, file=stream)
