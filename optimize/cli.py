@@ -586,6 +586,8 @@ def cmd_import_results(args: argparse.Namespace) -> int:
             raise UserError(f"{problem}; if its results hold for the study's data, add --allow-different-data")
         if problem:
             print(f"warning: {problem}; imported all the same (--allow-different-data)")
+        elif args.allow_different_data:
+            print("note: --allow-different-data was not needed: the file's data match the study's")
         storage = open_storage(resolve_url(config.name, args.storage))
         config, followed = follow_recorded_pruner(config, storage)
         study, created = create_or_join(config, storage)

@@ -383,9 +383,10 @@ def test_export_best_round_trip_into_a_new_study(studies, tmp_path):
         assert copy.user_attrs[IMPORTED_FROM].startswith("search_results.csv:")
         assert copy.user_attrs[IMPORTED_HASH]
 
-    again = import_results("copy", csv)
+    again = import_results("copy", csv, "--allow-different-data")
     assert again.returncode == 0, again.stderr
     assert counts(again.stdout)["already present"] == len(complete) and counts(again.stdout)["imported"] == 0
+    assert "note: --allow-different-data was not needed: the file's data match the study's" in again.stdout
     assert len(load(studies, "copy").get_trials()) == len(complete)
 
     # Another data set: refused until confirmed.
