@@ -180,7 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop starting trials after this many seconds (default: no limit)",
     )
     run.add_argument(
-        "--seed", type=seed, help="sampler seed; each worker uses seed + rank (default: the config's [sampler] seed)"
+        "--seed",
+        type=seed,
+        help="sampler seed; each worker uses seed + rank, or, joining a study that holds trials, a seed drawn from "
+        "seed, rank and their number (default: the config's [sampler] seed)",
     )
     run.add_argument(
         "--data",

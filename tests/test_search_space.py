@@ -161,3 +161,24 @@ def test_enqueued_points_on_the_grid_and_ints_for_floats_are_accepted():
     entries = "dropout = 0.2\nbase_filters = 12\ndepth = 5\nfocal_gamma = 2\nlearning_rate = 1e-3\n"
     assert config_of(f"{SPACE}\n[[enqueue]]\n{entries}").enqueue[0]["dropout"] == 0.2
     assert config_of(f"{CHOICES}\n[[enqueue]]\ndropout = 0\njit_compile = false\n").enqueue[0]["dropout"] == 0
+
+
+@pytest.mark.parametrize("kind", ["random", "tpe"])
+def test_a_seeded_run_that_joins_its_study_draws_new_points(kind, tmp_path):
+    """`optimize run --seed 3` twice: the second run re-seeded with seed + rank drew the first run's points again."""
+    from optimize.search.study import create_or_join
+
+    config = config_of(f"{SPACE}\n[sampler]\nkind = '{kind}'\nseed = 3\n")
+    url = f"sqlite:///{tmp_path / 'space.db'}"
+    drawn = []
+    for run in range(3):
+        study, created = create_or_join(config, url)
+        assert created == (run == 0)
+        trial = study.ask()
+        drawn.append(config.search.suggest(trial))
+        study.tell(trial, 0.5)
+    assert drawn[0] != drawn[1] != drawn[2] != drawn[0]
+
+    again = tmp_path / "again.db"  # a new study with the same seed draws what the first did: reproducible
+    study, _ = create_or_join(config, f"sqlite:///{again}")
+    assert config.search.suggest(study.ask()) == drawn[0]

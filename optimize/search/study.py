@@ -7,6 +7,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -64,13 +65,18 @@ def study_objective(config: StudyConfig) -> dict[str, str]:
 
 
 def make_sampler(
-    config: SamplerConfig, search: SearchSpace, rank: int = 0, n_workers: int = 1
+    config: SamplerConfig, search: SearchSpace, rank: int = 0, n_workers: int = 1, trials_before: int = 0
 ) -> optuna.samplers.BaseSampler:
     """The configured sampler; each worker's seed is `seed + rank` so workers never suggest alike.
 
-    A grid takes lists of choices only, as the study file's check guarantees.
+    A worker that joins a study already holding `trials_before` trials seeds from (seed, rank, trials_before):
+    with `seed + rank` again, a second run of the same command would draw the first run's points once more
+    (a random search, or TPE's start-up trials). A grid takes lists of choices only, as the study file's
+    check guarantees.
     """
     seed = None if config.seed is None else config.seed + rank
+    if seed is not None and trials_before:
+        seed = int(np.random.SeedSequence([config.seed, rank, trials_before]).generate_state(1)[0])
     if config.kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.kind == "grid":
@@ -145,7 +151,11 @@ def create_or_join(
             )
             return created, True
         except optuna.exceptions.DuplicatedStudyError:
-            return optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner), False
+            study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner)
+            trials_before = len(study.get_trials(deepcopy=False))
+            if config.sampler.seed is not None and trials_before:
+                study.sampler = make_sampler(config.sampler, config.search, rank, n_workers, trials_before)
+            return study, False
 
     return with_retry(create_or_load, "opening the study")
 
