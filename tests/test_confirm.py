@@ -373,6 +373,12 @@ def test_the_pick_is_named_plainly_and_waits_for_every_rerun():
         same.summary()
         == "confirmed: trial 4 (mean val_jaccard 0.7000 ± 0.0500 over 3 runs) is also the single-run best"
     )
+    one_seed = table.assign(runs=1, value_std=float("nan"))  # `confirm --seeds 1`: no spread to show, not ± 0
+    single = ConfirmedPick(one_seed, "val_jaccard", pick=9, single_run_best=4, runs_done=2, runs_planned=2)
+    assert single.summary() == (
+        "the confirmed pick, trial 9 (mean val_jaccard 0.7400 over 1 run), differs from the single-run best, trial 4 "
+        "(single run 0.8100, mean 0.7000): export-best exports trial 9"
+    )
     partial = ConfirmedPick(table, "val_jaccard", pick=None, single_run_best=4, runs_done=5, runs_planned=6)
     assert not partial.complete and not partial.differs
     assert partial.summary().startswith(

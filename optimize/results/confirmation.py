@@ -145,15 +145,15 @@ class ConfirmedPick:
                 f"exports the single-run best, trial {self.single_run_best}; run `optimize confirm` to finish it"
             )
         row = self.table.set_index("source_trial").loc[self.pick]
-        spread = f"{row['value_mean']:.4f} ± {_or_zero(row['value_std']):.4f}"
-        mean = f"mean {self.metric} {spread} over {int(row['runs'])} runs"
+        runs = int(row["runs"])
+        mean = f"mean {self.metric} {_mean_std(row['value_mean'], row['value_std'])} over {runs} run{'s' * (runs != 1)}"
         if not self.differs:
             return f"confirmed: trial {self.pick} ({mean}) is also the single-run best"
         best = self.table.set_index("source_trial").loc[self.single_run_best]
         return (
             f"the confirmed pick, trial {self.pick} ({mean}), differs from the single-run best, trial "
-            f"{self.single_run_best} (single run {best['single_run_value']:.4f}, mean {best['value_mean']:.4f} ± "
-            f"{_or_zero(best['value_std']):.4f}): export-best exports trial {self.pick}"
+            f"{self.single_run_best} (single run {best['single_run_value']:.4f}, mean "
+            f"{_mean_std(best['value_mean'], best['value_std'])}): export-best exports trial {self.pick}"
         )
 
 
@@ -175,10 +175,6 @@ def confirmed_pick(study: optuna.Study, confirm_study: optuna.Study) -> Confirme
         runs_done=done,
         runs_planned=planned,
     )
-
-
-def _or_zero(value: float) -> float:
-    return 0.0 if _missing(value) else value
 
 
 def format_confirmation(frame: pd.DataFrame) -> str:
