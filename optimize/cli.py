@@ -646,6 +646,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from data import DataError, evaluate_objects, format_object_table, load_mask_pairs
 
+    repeated = sorted({threshold for threshold in args.iou if args.iou.count(threshold) > 1})
+    if repeated:
+        raise UsageError(f"--iou {repeated[0]:g} is given twice; give each threshold once")
     try:
         names, true_masks, pred_masks = load_mask_pairs(args.data, args.pred)
     except DataError as error:

@@ -280,6 +280,16 @@ def test_evaluate_refuses_a_threshold_below_one_half(folders):
     assert "--iou" in result.stderr and "0.5..1" in result.stderr
 
 
+def test_evaluate_refuses_a_threshold_given_twice(folders):
+    """`--iou 0.5 0.5` was scored once: the table and CSV had one threshold where two were asked for."""
+    data, pred = folders
+    result = run_cli("evaluate", "--pred", str(pred), "--data", str(data), "--iou", "0.5", "0.75", "0.50")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "optimize evaluate: error: --iou 0.5 is given twice; give each threshold once"
+    ]
+
+
 def test_a_missing_prediction_folder_is_named(folders, tmp_path):
     with pytest.raises(DataError, match="prediction folder .*nowhere does not exist"):
         load_mask_pairs(folders[0], tmp_path / "nowhere")
