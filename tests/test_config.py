@@ -466,3 +466,15 @@ def test_asha_rungs_are_where_optunas_pruner_records_them(
             recorded.append(epoch)
     assert pruner.asha_rungs(max_epochs) == recorded
     assert PrunerConfig(kind="median").asha_rungs(max_epochs) == []
+
+
+def test_an_asha_pruner_without_a_rung_before_the_last_epoch_is_said_to_prune_nothing():
+    """A trial is never pruned at its last epoch, so min_resource >= max_epochs switches pruning off unasked."""
+    assert PrunerConfig(min_resource=5).never_prunes_note(40) is None
+    assert PrunerConfig(min_resource=3).never_prunes_note(6) is None  # rung 3 before epoch 6
+    assert PrunerConfig(kind="median").never_prunes_note(1) is None
+    assert PrunerConfig(min_resource=3).never_prunes_note(3) == (
+        "note: [pruner] ASHA's first rung, epoch 3, is not before the last epoch (3): no trial is pruned; lower "
+        "min_resource to prune"
+    )
+    assert "first rung, epoch 8," in PrunerConfig(min_resource=2, min_early_stopping_rate=2).never_prunes_note(6)

@@ -139,6 +139,16 @@ class PrunerConfig:
                 "(epochs; unset, it is max_epochs)"
             )
 
+    def never_prunes_note(self, max_epochs: int) -> str | None:
+        """A note when ASHA has no rung before the last epoch (where a trial completes, never pruned)."""
+        if self.kind != "asha" or any(epoch < max_epochs for epoch in self.asha_rungs(max_epochs)):
+            return None
+        first = self.min_resource * self.reduction_factor**self.min_early_stopping_rate
+        return (
+            f"note: [pruner] ASHA's first rung, epoch {first}, is not before the last epoch ({max_epochs}): "
+            "no trial is pruned; lower min_resource to prune"
+        )
+
     def asha_rungs(self, max_epochs: int) -> list[int]:
         """Epochs of the ASHA rungs up to max_epochs, as Optuna's SuccessiveHalvingPruner places them: rung k at
         min_resource · reduction_factor^(min_early_stopping_rate + k). Empty for every other pruner."""

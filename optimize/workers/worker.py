@@ -127,6 +127,8 @@ def run_trials(
     print(joined, file=stream)
     if followed is not None:
         print(followed, file=stream)
+    if (never_prunes := config.pruner.never_prunes_note(config.training.max_epochs)) is not None:
+        print(never_prunes, file=stream)
     if cache_dir is not None:
         print(f"cache {cache_dir} (compiled programs, shared by workers)", file=stream)
     if autotune is not None:
