@@ -617,7 +617,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from optimize.results.dashboard import serve_dashboard
 
-    study, url = existing_study(args)
+    study, url = existing_study(args, any_objective=True)
     serve_dashboard(study, url, args.artifacts, args.host, args.port)
     return 0
 
@@ -735,14 +735,14 @@ def cmd_new_study(args: argparse.Namespace) -> int:
     return 0
 
 
-def existing_study(args: argparse.Namespace):
+def existing_study(args: argparse.Namespace, *, any_objective: bool = False):
     """The study named by `--study` in the resolved storage, opened read-only: these commands never write it."""
     from optimize.search.study import load_existing_study
     from optimize.storage import open_storage, resolve_url
 
     name = study_name(args)
     url = resolve_url(name, args.storage)
-    return load_existing_study(name, open_storage(url, read_only=True)), url
+    return load_existing_study(name, open_storage(url, read_only=True), any_objective=any_objective), url
 
 
 def study_name(args: argparse.Namespace) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -444,3 +445,86 @@ def test_warm_cache_list_refuses_the_flags_it_would_not_use(flags, named, tmp_pa
     assert capsys.readouterr().err.splitlines() == [
         f"optimize warm-cache: error: --list compiles nothing, so {named} would do nothing: leave out one or the other"
     ]
+
+
+def users_own_study(url: str, name: str, **study_options) -> optuna.Study:
+    """A study a user's own Optuna script made: our parameter names, none of our attrs."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    study = optuna.create_study(study_name=name, storage=url, **(study_options or {"direction": "maximize"}))
+    distributions = {
+        "architecture": CategoricalDistribution(["unet", "resunet"]),
+        "learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
+    }
+    for number, value in enumerate((0.5, 0.7, 0.6)):
+        params = {"architecture": "unet", "learning_rate": 10 ** -(number + 2)}
+        values = {"values": [value, 1 - value]} if "directions" in study_options else {"value": value}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, **values))
+    return study
+
+
+@pytest.mark.parametrize(
+    "name, options, shown",
+    [("multi", {"directions": ["maximize", "minimize"]}, "2 objective(s) (maximize, minimize)"),
+     ("lowest", {"direction": "minimize"}, "1 objective(s) (minimize)")],
+)  # fmt: skip
+def test_a_study_that_does_not_maximize_one_value_is_refused_in_one_line(name, options, shown, tmp_path, capsys):
+    """A user's multi-objective study gave a RuntimeError traceback; a minimizing one, another best trial in
+    status than in report."""
+    from optimize.cli import main
+
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    users_own_study(url, name, **options)
+    before = hashlib.sha256((tmp_path / "own.db").read_bytes()).hexdigest()
+    for command in ("status", "export-best", "report"):
+        out = [] if command == "status" else ["--out", str(tmp_path / command)]
+        assert main([command, "--study", name, "--storage", url, *out]) == 1
+        assert capsys.readouterr().err.splitlines() == [
+            f"optimize {command}: error: study {name!r} has {shown}; optimize reads and runs studies that maximize "
+            "one value, as it makes them (optuna-dashboard shows any study)"
+        ]
+    assert hashlib.sha256((tmp_path / "own.db").read_bytes()).hexdigest() == before
+
+
+def test_attrs_of_other_types_than_ours_read_as_not_stored(tmp_path, capsys):
+    """One trial whose attrs a user's script or a hand edit wrote (`epochs_run = "ten"`) stopped status,
+    export-best and report with a traceback."""
+    from optimize.cli import main
+
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    study = users_own_study(url, "odd")
+    odd = {"epochs_run": "ten", "best_epoch": "three", "best_val_jaccard": "high", "retry_of": "abc",
+           "oom_micro_batches": 5, "worker": 7, "reason": "error", "error": ["x"], "stability": {"a": 1}}  # fmt: skip
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=study.trials[0].params,
+            distributions=study.trials[0].distributions,
+            value=0.65,
+            user_attrs=odd,
+            system_attrs={"failed_trial": "zz"},
+        )
+    )
+    for command in ("status", "export-best", "report"):
+        out = [] if command == "status" else ["--out", str(tmp_path / command)]
+        assert main([command, "--study", "odd", "--storage", url, *out]) == 0, capsys.readouterr().err
+    shown = capsys.readouterr().out
+    assert "best: trial 1  val_jaccard 0.7000  architecture=unet" in shown  # no "at epoch None"
+
+
+def test_export_best_writes_strict_json_for_an_infinite_value(tmp_path):
+    from optimize.cli import main
+
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    study = users_own_study(url, "endless")
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=study.trials[0].params, distributions=study.trials[0].distributions, value=float("inf")
+        )
+    )
+    assert main(["export-best", "--study", "endless", "--storage", url, "--out", str(tmp_path / "out")]) == 0
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    summary = json.loads((tmp_path / "out" / "best_hyperparameters.json").read_text(), parse_constant=refuse)
+    assert summary["trial_number"] == 3 and summary["value"] is None

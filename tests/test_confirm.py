@@ -230,7 +230,7 @@ def table_runs(confirm: optuna.Study, source: optuna.Study) -> list[int]:
 
 def test_bad_input_is_one_line_and_writes_nothing(studies, capsys):
     url = f"sqlite:///{studies / 'tiny.db'}"
-    optuna.create_study(study_name="empty", storage=url)
+    optuna.create_study(study_name="empty", storage=url, direction="maximize")
     before = storage_contents(url)
     cases = [
         (["--study", "nope"], 1, "no study named 'nope' in this storage; it holds: tiny, empty"),

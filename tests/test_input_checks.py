@@ -62,7 +62,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 def existing_study(tmp_path_factory) -> Path:
     """A studies folder holding `tiny.toml` and its (empty) study database, which refusals must leave alone."""
     studies = write_tiny_study(tmp_path_factory.mktemp("existing") / "studies").parent
-    optuna.create_study(study_name="tiny", storage=f"sqlite:///{studies / 'tiny.db'}")
+    optuna.create_study(study_name="tiny", storage=f"sqlite:///{studies / 'tiny.db'}", direction="maximize")
     return studies
 
 

@@ -182,3 +182,14 @@ def test_a_seeded_run_that_joins_its_study_draws_new_points(kind, tmp_path):
     again = tmp_path / "again.db"  # a new study with the same seed draws what the first did: reproducible
     study, _ = create_or_join(config, f"sqlite:///{again}")
     assert config.search.suggest(study.ask()) == drawn[0]
+
+
+def test_a_run_refuses_to_join_a_study_that_minimizes(tmp_path):
+    from optimize.errors import UserError
+    from optimize.search.study import create_or_join
+
+    config = config_of(SPACE)
+    url = f"sqlite:///{tmp_path / 'space.db'}"
+    optuna.create_study(study_name=config.name, storage=url, direction="minimize")
+    with pytest.raises(UserError, match=r"has 1 objective\(s\) \(minimize\); optimize reads and runs studies that"):
+        create_or_join(config, url)

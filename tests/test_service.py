@@ -115,7 +115,7 @@ def test_budget_stops_every_run(studies, capsys):
 
 
 def test_export_without_complete_trial_fails_clearly(studies, capsys):
-    optuna.create_study(study_name="empty", storage=storage_url(studies, "empty"))
+    optuna.create_study(study_name="empty", storage=storage_url(studies, "empty"), direction="maximize")
     assert main(["export-best", "--study", "empty"]) == 1
     assert "has no COMPLETE trial yet" in capsys.readouterr().err
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,13 +75,25 @@ def export_best(
         "packages": {"training": study.user_attrs.get("packages", {}), "export": package_versions()},
         "data_stats": study.user_attrs.get("data_stats"),
     }
-    (out / "best_hyperparameters.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (out / "best_hyperparameters.json").write_text(json.dumps(strict_json(summary), indent=2, default=str) + "\n")
     trials_frame(trials).to_csv(out / "search_results.csv", index=False)
     for stale in (out / "histories").glob("trial_*.csv"):  # an earlier export's, of this study or another
         stale.unlink()
     for trial in trials:
         history_frame(trial).to_csv(out / "histories" / f"trial_{trial.number:04d}.csv", index=False)
     return out, summary
+
+
+def strict_json(value: object) -> object:
+    """`value` with NaN and inf as null: Python writes them as NaN and Infinity, which strict JSON readers refuse
+    (a study a user's own script made may hold an infinite value)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(item) for item in value]
+    return value
 
 
 def confirmation_summary(study: optuna.Study) -> ConfirmedPick | None:

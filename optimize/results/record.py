@@ -194,39 +194,70 @@ class TrialRecord:
 
 
 def read_record(trial: FrozenTrial) -> TrialRecord:
-    """The trial's record, from a study written now or before (see the module's docstring)."""
+    """The trial's record, from a study written now or before (see the module's docstring).
+
+    A value of another type than this project writes (an attr a user's own script or a hand edit stored) is
+    read as not stored, so that one odd trial cannot stop `status`, `export-best` or `report`.
+    """
     attrs = trial.user_attrs
     reason, pruned_epoch, error = _stored_reason(attrs)
     return TrialRecord(
-        worker=attrs.get(WORKER),
+        worker=_text(attrs.get(WORKER)),
         retry_of=retry_of(trial),
         reason=reason,
         pruned_epoch=pruned_epoch,
         error=error,
-        epochs_run=attrs.get(EPOCHS_RUN),
-        best_epoch=attrs.get(BEST_EPOCH),
-        best_val_jaccard=attrs.get(BEST_VAL_JACCARD),
-        final_val_jaccard=attrs.get(FINAL_VAL_JACCARD),
-        stability=attrs.get(STABILITY),
-        train_val_gap=attrs.get(TRAIN_VAL_GAP),
-        param_count=attrs.get(PARAM_COUNT),
-        train_seconds=attrs.get(TRAIN_SECONDS),
-        micro_batch_size=attrs.get(MICRO_BATCH_SIZE),
-        gradient_accumulation_steps=attrs.get(GRADIENT_ACCUMULATION_STEPS),
-        images_per_epoch=attrs.get(IMAGES_PER_EPOCH),
-        oom_micro_batches=tuple(attrs.get(OOM_MICRO_BATCHES) or ()),
-        **{name: attrs.get(name) for name in OBJECT_METRICS},
-        object_metrics_seconds=attrs.get(OBJECT_METRICS_SECONDS),
-        time_split=trial.system_attrs.get(TIME_SPLIT_ATTR),
-        program=attrs.get(PROGRAM),
-        confirm_of=attrs.get(CONFIRM_OF),
-        confirm_seed=attrs.get(CONFIRM_SEED),
-        confirm_fold=attrs.get(CONFIRM_FOLD),
+        epochs_run=_integer(attrs.get(EPOCHS_RUN)),
+        best_epoch=_integer(attrs.get(BEST_EPOCH)),
+        best_val_jaccard=_number(attrs.get(BEST_VAL_JACCARD)),
+        final_val_jaccard=_number(attrs.get(FINAL_VAL_JACCARD)),
+        stability=_number(attrs.get(STABILITY)),
+        train_val_gap=_number(attrs.get(TRAIN_VAL_GAP)),
+        param_count=_integer(attrs.get(PARAM_COUNT)),
+        train_seconds=_number(attrs.get(TRAIN_SECONDS)),
+        micro_batch_size=_integer(attrs.get(MICRO_BATCH_SIZE)),
+        gradient_accumulation_steps=_integer(attrs.get(GRADIENT_ACCUMULATION_STEPS)),
+        images_per_epoch=_integer(attrs.get(IMAGES_PER_EPOCH)),
+        oom_micro_batches=_integers(attrs.get(OOM_MICRO_BATCHES)),
+        **{name: _number(attrs.get(name)) for name in OBJECT_METRICS},
+        object_metrics_seconds=_number(attrs.get(OBJECT_METRICS_SECONDS)),
+        time_split=_time_split(trial.system_attrs.get(TIME_SPLIT_ATTR)),
+        program=_text(attrs.get(PROGRAM)),
+        confirm_of=_integer(attrs.get(CONFIRM_OF)),
+        confirm_seed=_integer(attrs.get(CONFIRM_SEED)),
+        confirm_fold=_integer(attrs.get(CONFIRM_FOLD)),
         enqueued=bool(attrs.get(ENQUEUED)),
-        requeued_from=attrs.get(REQUEUED_FROM),
-        imported_from=attrs.get(IMPORTED_FROM),
-        imported_hash=attrs.get(IMPORTED_HASH),
+        requeued_from=_integer(attrs.get(REQUEUED_FROM)),
+        imported_from=_text(attrs.get(IMPORTED_FROM)),
+        imported_hash=_text(attrs.get(IMPORTED_HASH)),
     )
+
+
+def _integer(value: Any) -> int | None:
+    """An int as stored (JSON may give 3.0 for 3); None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if math.isfinite(value) and value == int(value) else None
+
+
+def _number(value: Any) -> float | None:
+    """A number as stored (NaN and inf kept: a diverged trial's values); None for anything else."""
+    return None if isinstance(value, bool) or not isinstance(value, int | float) else value
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _integers(value: Any) -> tuple[int, ...]:
+    numbers = [_integer(item) for item in value] if isinstance(value, list | tuple) else []
+    return tuple(number for number in numbers if number is not None)
+
+
+def _time_split(value: Any) -> dict[str, float | None] | None:
+    if not isinstance(value, dict):
+        return None
+    return {str(part): _number(seconds) for part, seconds in value.items()}
 
 
 def _stored_reason(attrs: Mapping[str, Any]) -> tuple[Reason | None, int | None, str | None]:
@@ -235,7 +266,7 @@ def _stored_reason(attrs: Mapping[str, Any]) -> tuple[Reason | None, int | None,
     if not stored:
         return None, None, None
     try:
-        return Reason(stored), attrs.get(PRUNED_EPOCH), attrs.get(ERROR)
+        return Reason(stored), _integer(attrs.get(PRUNED_EPOCH)), _text(attrs.get(ERROR))
     except ValueError:
         pass
     pruned = LEGACY_PRUNED.fullmatch(str(stored))
@@ -268,7 +299,7 @@ def retry_of(trial: FrozenTrial) -> int | None:
         trial.system_attrs.get(FAILED_TRIAL),
         trial.user_attrs.get(REQUEUED_FROM),
     )
-    return next((int(number) for number in candidates if number is not None), None)
+    return next((number for number in map(_integer, candidates) if number is not None), None)
 
 
 def error_text(error: BaseException) -> str:

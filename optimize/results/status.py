@@ -57,9 +57,10 @@ def best_text(study: optuna.Study, best: FrozenTrial) -> str:
     record = read_record(best)
     metric = study_metric(study)
     chosen = "" if metric == VAL_JACCARD else f"{metric} {best.value:.4f}: "
+    at_epoch = "" if record.best_epoch is None else f" at epoch {record.best_epoch}"  # a trial not written by us
     return (
-        f"{chosen}trial {best.number}  {format_scores(trial_value(best, record), record.val_object_f1)} at epoch "
-        f"{record.best_epoch}  {format_params(best.params)}"
+        f"{chosen}trial {best.number}  {format_scores(trial_value(best, record), record.val_object_f1)}{at_epoch}  "
+        f"{format_params(best.params)}"
     )
 
 

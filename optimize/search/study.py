@@ -152,6 +152,7 @@ def create_or_join(
             return created, True
         except optuna.exceptions.DuplicatedStudyError:
             study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner)
+            check_one_maximized(study)
             trials_before = len(study.get_trials(deepcopy=False))
             if config.sampler.seed is not None and trials_before:
                 study.sampler = make_sampler(config.sampler, config.search, rank, n_workers, trials_before)
@@ -297,9 +298,28 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def load_existing_study(study_name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Load a study that must already exist; the error lists the studies the storage holds."""
+def load_existing_study(
+    study_name: str, storage: optuna.storages.BaseStorage, *, any_objective: bool = False
+) -> optuna.Study:
+    """Load a study that must already exist; the error lists the studies the storage holds.
+
+    Unless `any_objective`, the study must maximize one value (`check_one_maximized`).
+    """
     names = with_retry(lambda: optuna.get_all_study_names(storage=storage), "listing studies")
     if study_name not in names:
         raise UserError(f"no study named {study_name!r} in this storage; it holds: {', '.join(names) or 'none'}")
-    return optuna.load_study(study_name=study_name, storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    if not any_objective:
+        check_one_maximized(study)
+    return study
+
+
+def check_one_maximized(study: optuna.Study) -> None:
+    """UserError for a study that does not maximize one value, as this project's studies do (a user's own
+    multi-objective or minimizing study): its best trial, rankings and exports would be wrong or fail."""
+    directions = [direction.name.lower() for direction in study.directions]
+    if directions != [DIRECTION]:
+        raise UserError(
+            f"study {study.study_name!r} has {len(directions)} objective(s) ({', '.join(directions)}); optimize "
+            f"reads and runs studies that {DIRECTION} one value, as it makes them (optuna-dashboard shows any study)"
+        )
