@@ -146,3 +146,13 @@ def make_user_folders(folder: Path) -> None:
     (folder / "models").mkdir()
     (folder / "models" / "__init__.py").write_text("raise ImportError('the user folder models/ was imported')\n")
     (folder / "losses").mkdir()
+
+
+def refused_run(studies: Path) -> list[str]:
+    """The stderr lines of `optimize run --study tiny` refused for its study file: exit 1 and no database made."""
+    from tests.conftest import run_cli
+
+    result = run_cli("run", "--study", "tiny", env={"OPTIMIZE_STUDIES_DIR": str(studies)})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert sorted(item.name for item in studies.iterdir()) == ["tiny.toml"]
+    return result.stderr.splitlines()

@@ -14,6 +14,7 @@ from optimize.limits import MAX_SEED
 from optimize.search.config import PrunerConfig, RecoveryConfig, load_config, parse_config
 from optimize.search.settings import TrainSettings
 from tests.conftest import run_cli, write_tiny_study
+from tests.helpers import refused_run
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
@@ -345,15 +346,10 @@ def test_a_folder_is_not_a_study_file_and_not_listed(tmp_path, monkeypatch):
 def test_a_bad_value_stops_optimize_run_before_the_database_exists(tmp_path):
     studies = tmp_path / "studies"
     path = write_tiny_study(studies, grace=-5)
-
-    result = run_cli("run", "--study", "tiny", env={"OPTIMIZE_STUDIES_DIR": str(studies)})
-
-    assert result.returncode == 1
-    assert result.stderr.splitlines() == [
+    assert refused_run(studies) == [
         f"optimize run: error: {path} [recovery]: grace_period = -5 must be > heartbeat_interval = 60 (seconds): "
         "a live worker beats every heartbeat_interval, so a shorter grace period would fail its running trials"
-    ], result.stderr
-    assert sorted(item.name for item in studies.iterdir()) == ["tiny.toml"]
+    ]
 
 
 def test_missing_config_lists_known_studies(tmp_path, monkeypatch):
