@@ -499,16 +499,17 @@ def test_attrs_of_other_types_than_ours_read_as_not_stored(tmp_path, capsys):
         optuna.trial.create_trial(
             params=study.trials[0].params,
             distributions=study.trials[0].distributions,
-            value=0.65,
+            value=0.9,
             user_attrs=odd,
-            system_attrs={"failed_trial": "zz"},
+            system_attrs={"failed_trial": "zz", "artifacts:1": "not json"},
         )
     )
+    study.set_user_attr("fingerprint", "garbage")
     for command in ("status", "export-best", "report"):
         out = [] if command == "status" else ["--out", str(tmp_path / command)]
         assert main([command, "--study", "odd", "--storage", url, *out]) == 0, capsys.readouterr().err
     shown = capsys.readouterr().out
-    assert "best: trial 1  val_jaccard 0.7000  architecture=unet" in shown  # no "at epoch None"
+    assert "best: trial 3  val_jaccard 0.9000  architecture=unet" in shown  # no "at epoch None"
 
 
 def test_export_best_writes_strict_json_for_an_infinite_value(tmp_path):

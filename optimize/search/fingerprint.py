@@ -190,6 +190,11 @@ def safe_changes(study_name: str, found: list[Difference]) -> str:
     )
 
 
+def _table(value: object) -> dict:
+    """`value` when it is a table; a missing or hand-edited (not a table) part of a fingerprint reads as empty."""
+    return value if isinstance(value, dict) else {}
+
+
 def recorded_pruner(config: StudyConfig, fingerprint: dict | None) -> tuple[StudyConfig, list[str]]:
     """`config` with the `[pruner]` settings its file leaves unset taken from a study's stored fingerprint,
     and those settings as the file would write them (`reduction_factor = 3`).
@@ -198,7 +203,7 @@ def recorded_pruner(config: StudyConfig, fingerprint: dict | None) -> tuple[Stud
     joining it, and its report shows the rungs its trials were pruned at. Settings the file sets are kept,
     so that a file which differs from its study is still refused.
     """
-    stored = ((fingerprint or {}).get("config") or {}).get("pruner") or {}
+    stored = _table(_table(_table(fingerprint).get("config")).get("pruner"))
     try:
         written = tomllib.loads(config.text).get("pruner", {})
     except tomllib.TOMLDecodeError:

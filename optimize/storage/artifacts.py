@@ -105,7 +105,10 @@ def model_artifacts(trial: FrozenTrial) -> list[dict]:
     metas = []
     for key, value in trial.system_attrs.items():
         if key.startswith(ARTIFACTS_ATTR_PREFIX):
-            meta = json.loads(value) if isinstance(value, str) else value
+            try:
+                meta = json.loads(value) if isinstance(value, str) else value
+            except json.JSONDecodeError:
+                continue  # not Optuna's metadata (a hand edit): no artifact of ours
             if isinstance(meta, dict) and str(meta.get("filename", "")).endswith(MODEL_SUFFIX):
                 metas.append(meta)
     return metas
