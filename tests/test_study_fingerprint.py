@@ -444,3 +444,17 @@ def test_a_joiner_waits_for_the_fingerprint_of_a_new_study_whose_queue_is_alread
 
     assert created and not joined_created
     assert line == "joined study tiny: same settings and data as when it was created"
+
+
+def test_a_fingerprint_edited_into_something_else_refuses_the_worker_in_one_line(tmp_path):
+    """`differences` read `.get` of a string: an AttributeError traceback for a hand-edited study."""
+    config = tiny_config(tiny_text())
+    data = load_study_data(config)
+    study, created = create_or_join(config, open_storage(f"sqlite:///{tmp_path / 'tiny.db'}"))
+    record_study_attrs(study, config, data, created=created)
+    study.set_user_attr("fingerprint", "garbage")
+    attrs = dict(study.user_attrs)
+
+    with pytest.raises(StudyMismatchError, match=r"its user attr 'fingerprint' is not the table optimize writes"):
+        record_study_attrs(study, config, data, created=False)
+    assert study.user_attrs == attrs

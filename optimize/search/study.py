@@ -197,6 +197,12 @@ def check_same(
     study: optuna.Study, config: StudyConfig, data: StudyData, stored: dict, current: dict
 ) -> list[Difference]:
     """The differences between the stored fingerprint and this worker's; `StudyMismatchError` if any is not safe."""
+    if not isinstance(stored, dict):
+        raise StudyMismatchError(
+            f"study {study.study_name}: its user attr {FINGERPRINT_ATTR!r} is not the table optimize writes (edited "
+            "by hand?), so this worker cannot check that its settings and data match: start over with --new-study "
+            "NAME2"
+        )
     found = differences(stored, current)
     if any(not difference.safe for difference in found):
         stored_source = (study_attrs(study).get("data_stats") or {}).get("source", "the data it was created with")
