@@ -261,19 +261,31 @@ def _read(path: Path) -> tuple[np.ndarray, bool]:
 
 
 def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
-    """The first series of a TIFF (as `tifffile.imread` reads it), CMYK made RGB, and whether its last
-    sample is alpha: tifffile gives extra samples, alpha or anything else, as more channels. Samples
-    stored as separate planes (axes "SYX") are left where they are, so a stack of frames is not taken
-    for colour."""
+    """The first series of a TIFF (as `tifffile.imread` reads it), CMYK and palette made RGB, 0-is-white
+    (MINISWHITE) made 0-is-black, and whether its last sample is alpha: tifffile gives extra samples, alpha
+    or anything else, as more channels. Samples stored as separate planes (axes "SYX") are left where they
+    are, so a stack of frames is not taken for colour."""
     with tifffile.TiffFile(path) as tiff:
         series = tiff.series[0]
         pixels, axes, page = series.asarray(), series.axes, series.keyframe
+        colormap = page.colormap if page.photometric == tifffile.PHOTOMETRIC.PALETTE else None
+    if page.photometric == tifffile.PHOTOMETRIC.MINISWHITE:  # 0 is white: read as grey with 0 black
+        pixels = ~pixels if pixels.dtype == bool else _inverted(pixels, path)
+    if colormap is not None:
+        return np.moveaxis(colormap, 0, -1)[pixels], False  # indices to the colours they stand for
     if not axes.endswith("S"):
         return pixels, False
     extras = tuple(page.extrasamples)
     if page.photometric == tifffile.PHOTOMETRIC.SEPARATED:
         pixels = _cmyk_to_rgb(pixels, page.samplesperpixel - len(extras), page.tags.valueof(332, 1), path)
     return pixels, bool(extras) and extras[-1] in _TIFF_ALPHA
+
+
+def _inverted(pixels: np.ndarray, path: Path) -> np.ndarray:
+    """Unsigned integer pixels of a TIFF whose 0 is white, made 0-is-black; DataError for other types."""
+    if pixels.dtype.kind != "u":
+        raise DataError(f"{path} is a {pixels.dtype} TIFF whose 0 is white (photometric MINISWHITE); save it as grey")
+    return np.iinfo(pixels.dtype).max - pixels
 
 
 def _cmyk_to_rgb(pixels: np.ndarray, inks: int, inkset: int, path: Path) -> np.ndarray:

@@ -322,6 +322,25 @@ def test_cmyk_images_are_read_as_their_colours(tmp_path, ext):
     np.testing.assert_allclose(images[0, ..., 0], (rgb @ [0.299, 0.587, 0.114]) / 255, atol=0.03)
 
 
+def test_a_tiff_whose_zero_is_white_and_a_palette_tiff_are_read_as_they_look(tmp_path):
+    """MINISWHITE images were read inverted, palette images as their colour indices."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    tifffile.imwrite(folder / "white.tif", 255 - ramp(), photometric="miniswhite")
+    np.testing.assert_allclose(read_image(folder / "white.tif"), ramp() / 255)
+    tifffile.imwrite(folder / "bits.tif", ramp() > 127, photometric="miniswhite")
+    np.testing.assert_array_equal(read_image(folder / "bits.tif"), ramp() <= 127)
+
+    colormap = np.zeros((3, 256), np.uint16)
+    colormap[:, 1] = 65535  # index 1: white
+    colormap[0, 2] = 65535  # index 2: red
+    indices = (disc_mask() > 0).astype(np.uint8)
+    indices[:2, :2] = 2
+    tifffile.imwrite(folder / "palette.tif", indices, photometric="palette", colormap=colormap)
+    expected = np.where(indices == 1, 1.0, np.where(indices == 2, 0.299, 0.0))
+    np.testing.assert_allclose(read_image(folder / "palette.tif"), expected, atol=1e-4)
+
+
 def test_a_two_channel_tiff_is_refused_unless_its_second_channel_is_alpha(tmp_path):
     two = np.stack([ramp(), disc_mask()], axis=-1)
     write(tmp_path / "masks" / "a.png", disc_mask())
