@@ -37,6 +37,13 @@ _COLOUR_MASKS = (
     "beads merge; save label images as one grey integer channel"
 )
 
+GREY_LABEL_SHARE = 0.5
+"""Above this share of touching bead pixels with different labels, a 'label image' is a grey picture."""
+_GREY_LABELS = (
+    "label image(s) look like grey pictures, not beads: neighbouring pixels mostly carry different labels; "
+    "give predicted masks or label images (optimize predict writes them to OUT/labels)"
+)
+
 Skipped = list[tuple[Path, list[Path]]]
 """Folders with the regular files they hold that are not read for their extension."""
 
@@ -113,6 +120,7 @@ def load_mask_pairs(data_dir: str | Path, pred_dir: str | Path) -> tuple[list[st
     true_masks, pred_masks = [], []
     colour_files: list[Path] = []
     alpha_files: list[Path] = []
+    grey_files: list[Path] = []
     for mask_file, pred_file in zip(mask_files, pred_files, strict=True):
         pair = []
         for path in (mask_file, pred_file):
@@ -123,6 +131,8 @@ def load_mask_pairs(data_dir: str | Path, pred_dir: str | Path) -> tuple[list[st
                 colour_files.append(path)
             if from_alpha:
                 alpha_files.append(path)
+            if _looks_grey(labels):
+                grey_files.append(path)
         true_mask, pred_mask = pair
         if true_mask.shape != pred_mask.shape:
             raise DataError(
@@ -134,7 +144,22 @@ def load_mask_pairs(data_dir: str | Path, pred_dir: str | Path) -> tuple[list[st
     _warn_skipped(skipped)
     _warn_once(alpha_files, "mask(s) drawn only in their alpha channel (one colour); the alpha is read as the mask")
     _warn_once(colour_files, _COLOUR_MASKS)
+    _warn_once(grey_files, _GREY_LABELS)
     return [path.stem for path in mask_files], true_masks, pred_masks
+
+
+def _looks_grey(labels: np.ndarray) -> bool:
+    """Whether a label image is rather a grey picture (an image given as a mask): in labels, two touching
+    bead pixels mostly carry the same label, different ones only where beads touch; in a grey picture
+    they mostly differ."""
+    if labels.max() <= 1:
+        return False
+    touching = different = 0
+    for here, there in ((labels[1:, :], labels[:-1, :]), (labels[:, 1:], labels[:, :-1])):
+        both = (here != 0) & (there != 0)
+        touching += int(both.sum())
+        different += int((both & (here != there)).sum())
+    return touching > 0 and different > GREY_LABEL_SHARE * touching
 
 
 def image_files(folder: str | Path) -> list[Path]:
