@@ -227,13 +227,15 @@ def test_worker_connections_are_named_and_notice_a_silent_cut(postgres_url):
 def test_connections_dropped_inside_report_heartbeat_and_final_write_are_retried(postgres_url, tmp_path):
     studies = tmp_path / "studies"
     write_tiny_study(studies, max_trials=1, max_epochs=3, heartbeat=1, grace=60)
-    worker = start_worker(studies, postgres_url, "--n-trials", "1")
+    # The heartbeat beats only while the trial trains: a 5 s batch in its first epoch keeps it training through
+    # the beat's drop, which comes first (once training ends first, there is no beat left to drop).
+    worker = start_worker(studies, postgres_url, "--n-trials", "1", env={"OPTIMIZE_TEST_SLOW_STEP": "train:5"})
     try:
         wait_for(lambda: running(postgres_url), 480, "the first epoch", watching=(worker,))
         trial = running(postgres_url)[0]
         with holding(postgres_url, f"SELECT 1 FROM trials WHERE trial_id = {trial._trial_id} FOR NO KEY UPDATE"):
-            drop_inside_call(postgres_url, worker.pid, "trial_intermediate_values", "a report")
             drop_inside_call(postgres_url, worker.pid, "trial_heartbeats", "a beat")
+            drop_inside_call(postgres_url, worker.pid, "trial_intermediate_values", "a report")
             # Training is over when the worker waits for the trial's row: Optuna is writing the final state.
             wait_for(lambda: terminate(postgres_url, [worker.pid], waiting=True) > 0, 120, "the final write")
         code, out, err = finish(worker, 120)
