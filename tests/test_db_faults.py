@@ -109,11 +109,8 @@ def holding(url: str, statement: str):
         engine.dispose()
 
 
-def backends(
-    url: str, pids: list[int] | None = None, *, waiting: bool = False, on_table: str | None = None, action: str = "pid"
-) -> list:
-    """`action` on the connections of these workers (all workers when None), those waiting for a lock if `waiting`,
-    those whose statement names `on_table` if given.
+def backends(url: str, pids: list[int] | None = None, *, waiting: bool = False, action: str = "pid") -> list:
+    """`action` on the connections of these workers (all workers when None), those waiting for a lock if `waiting`.
 
     Asked through the server's admin database, so it works while the study's database refuses connections.
     """
@@ -122,11 +119,10 @@ def backends(
         f"SELECT {action} FROM pg_stat_activity WHERE datname = :database AND application_name LIKE 'optimize %' "
         "AND (CAST(:names AS text[]) IS NULL OR application_name = ANY(:names))"
         + (" AND wait_event_type = 'Lock'" if waiting else "")
-        + (" AND query LIKE :on_table" if on_table else "")
     )
-    parameters = {"database": make_url(url).database, "names": names, "on_table": f"%{on_table}%"}
     with admin(POSTGRES_ADMIN) as connection:
-        return connection.execute(sqlalchemy.text(query), parameters).scalars().all()
+        rows = connection.execute(sqlalchemy.text(query), {"database": make_url(url).database, "names": names})
+        return rows.scalars().all()
 
 
 def terminate(url: str, pids: list[int] | None = None, *, waiting: bool = False) -> int:
@@ -134,12 +130,10 @@ def terminate(url: str, pids: list[int] | None = None, *, waiting: bool = False)
     return len(backends(url, pids, waiting=waiting, action="pg_terminate_backend(pid)"))
 
 
-def drop_inside_call(url: str, pid: int, table: str, what: str, timeout: float = 120) -> None:
-    """Drop the worker's connections while one of them waits to write `table`, locked here: inside the call that
-    needs it. (Waiting for any of its connections to wait would also catch one that waits for another lock: a
-    trial's final write, when training ends first.)"""
-    with holding(url, f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"):
-        wait_for(lambda: backends(url, [pid], waiting=True, on_table=table), timeout, f"the worker to wait for {what}")
+def drop_inside_call(url: str, pid: int, lock: str, what: str, timeout: float = 120) -> None:
+    """Drop the worker's connections while one of them waits for `lock`: inside the call that needs it."""
+    with holding(url, lock):
+        wait_for(lambda: terminate(url, [pid], waiting=True) > 0, timeout, f"the worker to wait for {what}")
         terminate(url, [pid])
 
 
@@ -227,15 +221,15 @@ def test_worker_connections_are_named_and_notice_a_silent_cut(postgres_url):
 def test_connections_dropped_inside_report_heartbeat_and_final_write_are_retried(postgres_url, tmp_path):
     studies = tmp_path / "studies"
     write_tiny_study(studies, max_trials=1, max_epochs=3, heartbeat=1, grace=60)
-    # The heartbeat beats only while the trial trains: a 5 s batch in its first epoch keeps it training through
-    # the beat's drop, which comes first (once training ends first, there is no beat left to drop).
-    worker = start_worker(studies, postgres_url, "--n-trials", "1", env={"OPTIMIZE_TEST_SLOW_STEP": "train:5"})
+    worker = start_worker(studies, postgres_url, "--n-trials", "1")
     try:
         wait_for(lambda: running(postgres_url), 480, "the first epoch", watching=(worker,))
         trial = running(postgres_url)[0]
         with holding(postgres_url, f"SELECT 1 FROM trials WHERE trial_id = {trial._trial_id} FOR NO KEY UPDATE"):
-            drop_inside_call(postgres_url, worker.pid, "trial_heartbeats", "a beat")
-            drop_inside_call(postgres_url, worker.pid, "trial_intermediate_values", "a report")
+            drop_inside_call(
+                postgres_url, worker.pid, "LOCK TABLE trial_intermediate_values IN ACCESS EXCLUSIVE MODE", "a report"
+            )
+            drop_inside_call(postgres_url, worker.pid, "LOCK TABLE trial_heartbeats IN ACCESS EXCLUSIVE MODE", "a beat")
             # Training is over when the worker waits for the trial's row: Optuna is writing the final state.
             wait_for(lambda: terminate(postgres_url, [worker.pid], waiting=True) > 0, 120, "the final write")
         code, out, err = finish(worker, 120)
