@@ -143,10 +143,9 @@ class PrunerConfig:
         """A note when ASHA has no rung before the last epoch (where a trial completes, never pruned)."""
         if self.kind != "asha" or any(epoch < max_epochs for epoch in self.asha_rungs(max_epochs)):
             return None
-        first = self.min_resource * self.reduction_factor**self.min_early_stopping_rate
         return (
-            f"note: [pruner] ASHA's first rung, epoch {first}, is not before the last epoch ({max_epochs}): "
-            "no trial is pruned; lower min_resource to prune"
+            f"note: [pruner] ASHA's first rung, epoch {self._rung_epoch(0)}, is not before the last epoch "
+            f"({max_epochs}): no trial is pruned; lower min_resource to prune"
         )
 
     def asha_rungs(self, max_epochs: int) -> list[int]:
@@ -155,11 +154,12 @@ class PrunerConfig:
         if self.kind != "asha":
             return []
         rungs: list[int] = []
-        while True:
-            epoch = self.min_resource * self.reduction_factor ** (self.min_early_stopping_rate + len(rungs))
-            if epoch > max_epochs:
-                return rungs
+        while (epoch := self._rung_epoch(len(rungs))) <= max_epochs:
             rungs.append(epoch)
+        return rungs
+
+    def _rung_epoch(self, k: int) -> int:
+        return self.min_resource * self.reduction_factor ** (self.min_early_stopping_rate + k)
 
 
 @dataclass(frozen=True)
