@@ -153,8 +153,8 @@ def create_or_join(
         except optuna.exceptions.DuplicatedStudyError:
             study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner)
             check_one_maximized(study)
-            trials_before = len(study.get_trials(deepcopy=False))
-            if config.sampler.seed is not None and trials_before:
+            trials_before = 0 if config.sampler.seed is None else len(study.get_trials(deepcopy=False))
+            if trials_before:
                 study.sampler = make_sampler(config.sampler, config.search, rank, n_workers, trials_before)
             return study, False
 
