@@ -109,8 +109,11 @@ def holding(url: str, statement: str):
         engine.dispose()
 
 
-def backends(url: str, pids: list[int] | None = None, *, waiting: bool = False, action: str = "pid") -> list:
-    """`action` on the connections of these workers (all workers when None), those waiting for a lock if `waiting`.
+def backends(
+    url: str, pids: list[int] | None = None, *, waiting: bool = False, on_table: str | None = None, action: str = "pid"
+) -> list:
+    """`action` on the connections of these workers (all workers when None), those waiting for a lock if `waiting`,
+    those whose statement names `on_table` if given.
 
     Asked through the server's admin database, so it works while the study's database refuses connections.
     """
@@ -119,10 +122,11 @@ def backends(url: str, pids: list[int] | None = None, *, waiting: bool = False, 
         f"SELECT {action} FROM pg_stat_activity WHERE datname = :database AND application_name LIKE 'optimize %' "
         "AND (CAST(:names AS text[]) IS NULL OR application_name = ANY(:names))"
         + (" AND wait_event_type = 'Lock'" if waiting else "")
+        + (" AND query LIKE :on_table" if on_table else "")
     )
+    parameters = {"database": make_url(url).database, "names": names, "on_table": f"%{on_table}%"}
     with admin(POSTGRES_ADMIN) as connection:
-        rows = connection.execute(sqlalchemy.text(query), {"database": make_url(url).database, "names": names})
-        return rows.scalars().all()
+        return connection.execute(sqlalchemy.text(query), parameters).scalars().all()
 
 
 def terminate(url: str, pids: list[int] | None = None, *, waiting: bool = False) -> int:
@@ -130,10 +134,12 @@ def terminate(url: str, pids: list[int] | None = None, *, waiting: bool = False)
     return len(backends(url, pids, waiting=waiting, action="pg_terminate_backend(pid)"))
 
 
-def drop_inside_call(url: str, pid: int, lock: str, what: str, timeout: float = 120) -> None:
-    """Drop the worker's connections while one of them waits for `lock`: inside the call that needs it."""
-    with holding(url, lock):
-        wait_for(lambda: terminate(url, [pid], waiting=True) > 0, timeout, f"the worker to wait for {what}")
+def drop_inside_call(url: str, pid: int, table: str, what: str, timeout: float = 120) -> None:
+    """Drop the worker's connections while one of them waits to use `table`, locked here: inside the call that
+    needs it. (Any connection waiting for a lock would also catch one that waits for another: a trial's final
+    write, once training has ended.)"""
+    with holding(url, f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"):
+        wait_for(lambda: backends(url, [pid], waiting=True, on_table=table), timeout, f"the worker to wait for {what}")
         terminate(url, [pid])
 
 
@@ -221,26 +227,29 @@ def test_worker_connections_are_named_and_notice_a_silent_cut(postgres_url):
 def test_connections_dropped_inside_report_heartbeat_and_final_write_are_retried(postgres_url, tmp_path):
     studies = tmp_path / "studies"
     write_tiny_study(studies, max_trials=1, max_epochs=3, heartbeat=1, grace=60)
-    worker = start_worker(studies, postgres_url, "--n-trials", "1")
+    # Beats come only while the trial trains: the first validation batch blocks for 10 s, before the first
+    # report, so the beat is dropped during it, then the report after it, then the final write.
+    log = tmp_path / "worker.log"
+    worker = start_worker(studies, postgres_url, "--n-trials", "1", env={"OPTIMIZE_TEST_SLOW_STEP": "val:10"}, log=log)
     try:
-        wait_for(lambda: running(postgres_url), 480, "the first epoch", watching=(worker,))
-        trial = running(postgres_url)[0]
+        wait_for(lambda: "injected slow val step" in log.read_text(), 480, "the first epoch", watching=(worker,))
+        trial = running(postgres_url, min_step=0)[0]
         with holding(postgres_url, f"SELECT 1 FROM trials WHERE trial_id = {trial._trial_id} FOR NO KEY UPDATE"):
-            drop_inside_call(
-                postgres_url, worker.pid, "LOCK TABLE trial_intermediate_values IN ACCESS EXCLUSIVE MODE", "a report"
-            )
-            drop_inside_call(postgres_url, worker.pid, "LOCK TABLE trial_heartbeats IN ACCESS EXCLUSIVE MODE", "a beat")
+            drop_inside_call(postgres_url, worker.pid, "trial_heartbeats", "a beat")
+            drop_inside_call(postgres_url, worker.pid, "trial_intermediate_values", "a report")
             # Training is over when the worker waits for the trial's row: Optuna is writing the final state.
             wait_for(lambda: terminate(postgres_url, [worker.pid], waiting=True) > 0, 120, "the final write")
-        code, out, err = finish(worker, 120)
+        code, _, err = finish(worker, 120)
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
+    out = log.read_text()
     assert code == 0, out + err
     assert_no_traceback(out, err)
     retries = [line for line in err.splitlines() if "retrying in" in line]
     assert len(retries) >= 3, err
     assert any("recording the heartbeat failed" in line for line in retries), err
+    assert any("reporting to the study failed" in line for line in retries), err
     assert any(line.startswith("WARNING") and "marking a trial" in line for line in retries), err
     assert "reachable again" in err
     stored = next(t for t in trials_of(postgres_url) if t.number == trial.number)
