@@ -474,3 +474,23 @@ def test_an_asha_pruner_without_a_rung_before_the_last_epoch_is_said_to_prune_no
         "min_resource to prune"
     )
     assert "first rung, epoch 8," in PrunerConfig(min_resource=2, min_early_stopping_rate=2).never_prunes_note(6)
+
+
+def test_batch_sizes_above_the_training_images_are_said_to_be_one_setting():
+    """A batch larger than the training set is all of it: batch sizes 32 and 64 on 18 images train alike."""
+    synthetic = "[data.synthetic]\n"
+    searched = parse(synthetic + "[search]\nbatch_size = [8, 32, 64]\n")
+    assert searched.oversized_batches_note(64) is None
+    assert searched.oversized_batches_note(18) == (
+        "note: [search] batch_size [8, 32, 64] exceeds the 18 training images at 32, 64: a trial drawing such a "
+        "size trains on one batch of all 18 per step, whatever the size"
+    )
+    fixed = parse(synthetic + "[training]\nbatch_size = 16\n")
+    assert fixed.oversized_batches_note(16) is None
+    assert fixed.oversized_batches_note(10) == (
+        "note: [training] batch_size 16 exceeds the 10 training images: each step trains on one batch of all 10"
+    )
+    ranged = parse(synthetic + "[search]\nbatch_size = { low = 4, high = 40, step = 4 }\n")
+    assert ranged.oversized_batches_note(40) is None
+    assert "batch_size [4, 40] exceeds the 36 training images at 40:" in ranged.oversized_batches_note(36)
+    assert "batch_size [4, 40] exceeds the 35 training images at 36 to 40:" in ranged.oversized_batches_note(35)

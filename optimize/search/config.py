@@ -269,6 +269,31 @@ class StudyConfig:
             return param.highest(), f"[search] depth = {list(param.choices)}"
         return param.highest(), f"[search] depth up to {param.highest()}"
 
+    def oversized_batches_note(self, n_train_images: int) -> str | None:
+        """A note when a batch size the study can give a trial exceeds its training images: such a trial
+        trains on one batch of all of them per step, so those batch sizes are one and the same setting."""
+        param = self.search.get("batch_size")
+        if param is None:
+            if self.training.batch_size <= n_train_images:
+                return None
+            return (
+                f"note: [training] batch_size {self.training.batch_size} exceeds the {n_train_images} training "
+                f"images: each step trains on one batch of all {n_train_images}"
+            )
+        if param.is_categorical:
+            over = ", ".join(str(size) for size in sorted(param.choices) if size > n_train_images)
+        else:
+            step = int(param.step or 1)
+            first = param.low + max(0, (n_train_images - param.low) // step + 1) * step
+            highest = param.highest()
+            over = "" if first > highest else str(first) if first == highest else f"{first} to {highest}"
+        if not over:
+            return None
+        return (
+            f"note: [search] {param.summary()} exceeds the {n_train_images} training images at {over}: a trial "
+            f"drawing such a size trains on one batch of all {n_train_images} per step, whatever the size"
+        )
+
     def image_size_problem(self, size: int) -> str | None:
         """Why images `size` px across cannot pass through every U-Net of this study, or None when they can.
 

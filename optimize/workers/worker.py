@@ -129,6 +129,8 @@ def run_trials(
         print(followed, file=stream)
     if (never_prunes := config.pruner.never_prunes_note(config.training.max_epochs)) is not None:
         print(never_prunes, file=stream)
+    if (oversized := config.oversized_batches_note(len(data.train[0]))) is not None:
+        print(oversized, file=stream)
     if cache_dir is not None:
         print(f"cache {cache_dir} (compiled programs, shared by workers)", file=stream)
     if autotune is not None:
