@@ -83,7 +83,7 @@ def cache_hits_in_a_new_process(
         [sys.executable, "-c", script, str(cache), str(autotune_level), compiles],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert output.returncode == 0, output.stderr[-2000:]
     return int(output.stdout.split("hits")[-1])
