@@ -1,4 +1,5 @@
-"""Fault injection on the real PostgreSQL: dropped connections, an unreachable database, killed workers.
+"""Fault injection on the real PostgreSQL: dropped connections, an unreachable database, killed workers;
+and on MariaDB, a connection cut without a word.
 
 Workers are real `optimize run` processes. A connection is dropped the way a database restart or a
 failover drops it, with `pg_terminate_backend`; to drop it in the middle of a given call, the test
@@ -26,7 +27,8 @@ from sqlalchemy.engine import make_url
 
 from optimize.results.record import read_record, stored_history
 from optimize.search.config import RecoveryConfig
-from optimize.storage import open_storage
+from optimize.storage import engine_kwargs, is_transient, open_storage
+from optimize.storage.database import MYSQL_LIVENESS
 from tests.conftest import OPTIMIZE, POSTGRES_ADMIN, write_tiny_study
 from tests.helpers import trials_of, wait_for
 
@@ -200,6 +202,43 @@ class CommitCutter:
             end.close()
 
 
+class SilentRelay:
+    """A TCP relay to a server that falls silent on `cut()`: it passes no more bytes either way and closes
+    nothing, as a firewall dropping packets or a dead database node would."""
+
+    def __init__(self, port: int) -> None:
+        self.server_port = port
+        self.silent = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, url: str) -> str:
+        return make_url(url).set(port=self.port).render_as_string(hide_password=False)
+
+    def cut(self) -> None:
+        self.silent.set()
+
+    def close(self) -> None:
+        for end in [self._listener, *self._sockets]:
+            end.close()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                server = socket.create_connection(("127.0.0.1", self.server_port))
+                self._sockets += [client, server]
+                for source, target in ((client, server), (server, client)):
+                    threading.Thread(target=self._pass, args=(source, target), daemon=True).start()
+
+    def _pass(self, source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while (data := source.recv(65536)) and not self.silent.is_set():
+                target.sendall(data)
+
+
 TENSORFLOW_LOG = re.compile(r"[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] ")
 """TensorFlow's own C++ log lines (absl format), which it may print at any moment during training."""
 
@@ -222,6 +261,30 @@ def test_worker_connections_are_named_and_notice_a_silent_cut(postgres_url):
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 60_000
     finally:
         storage.engine.dispose()
+
+
+def test_a_mysql_connection_cut_without_a_word_fails_in_time_and_is_retried(mariadb_url):
+    """MySQL drivers have no keepalives: without a read timeout a silent cut hangs a worker for good."""
+    assert engine_kwargs(mariadb_url)["connect_args"] == MYSQL_LIVENESS
+    relay = SilentRelay(make_url(mariadb_url).port)
+    url = relay.url(mariadb_url) + "?read_timeout=3"  # the URL's setting wins over ours (120 s)
+    engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
+            relay.cut()
+            started = time.monotonic()
+            try:
+                connection.execute(sqlalchemy.text("SELECT 2"))
+            except sqlalchemy.exc.OperationalError as error:
+                failed = error
+            else:
+                raise AssertionError("a query on a silent connection succeeded")
+        assert 2 < time.monotonic() - started < 30
+        assert is_transient(failed), failed
+    finally:
+        engine.dispose()
+        relay.close()
 
 
 def test_connections_dropped_inside_report_heartbeat_and_final_write_are_retried(postgres_url, tmp_path):

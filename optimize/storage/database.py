@@ -56,6 +56,11 @@ POSTGRES_LIVENESS = {
 """libpq settings (seconds; milliseconds for `tcp_user_timeout`): keepalives stop a firewall from dropping an
 idle connection, and a connection cut without a word (a firewall, a dead node) fails within about a minute,
 to be retried, instead of hanging until the operating system gives up on it."""
+MYSQL_LIVENESS = {"connect_timeout": 10, "read_timeout": 120, "write_timeout": 60}
+"""PyMySQL and mysqlclient settings (seconds), which have no keepalives: a connection cut without a word fails
+once an answer is 2 minutes late (InnoDB gives up a lock wait after 50 s) or a write 1 minute, to be retried,
+instead of hanging for good."""
+MYSQL_LIVENESS_DRIVERS = ("pymysql", "mysqldb")
 SCHEMA_RACE_ATTEMPTS = 8
 SCHEMA_RACE_MARKERS = ("duplicate", "already exists", "deadlock", "unique constraint")
 URL_EXAMPLES = (
@@ -269,8 +274,8 @@ def engine_kwargs(url: str, *, read_only: bool = False) -> dict:
     sessions are read-only transactions (`READ_ONLY_SESSION`).
 
     On PostgreSQL each connection is named after its process (`optimize HOST:PID` in `pg_stat_activity`),
-    so an administrator can tell whose connection is whose, and checked by `POSTGRES_LIVENESS`; settings
-    in the URL's query win.
+    so an administrator can tell whose connection is whose, and checked by `POSTGRES_LIVENESS`; on MySQL
+    checked by `MYSQL_LIVENESS`. Settings in the URL's query win.
     """
     if storage_kind(url) == "sqlite":
         database = make_url(url).database
@@ -284,6 +289,8 @@ def engine_kwargs(url: str, *, read_only: bool = False) -> dict:
     if storage_kind(url) == "postgresql":
         ours = {"application_name": f"optimize {socket.gethostname()}:{os.getpid()}"[:63], **POSTGRES_LIVENESS}
         kwargs["connect_args"] = {key: value for key, value in ours.items() if key not in make_url(url).query}
+    elif storage_kind(url) == "mysql" and make_url(url).get_driver_name() in MYSQL_LIVENESS_DRIVERS:
+        kwargs["connect_args"] = {key: value for key, value in MYSQL_LIVENESS.items() if key not in make_url(url).query}
     if read_only:
         setting = READ_ONLY_SESSION.get(storage_kind(url))
         if setting and setting[0] not in make_url(url).query:
