@@ -174,15 +174,16 @@ def test_report_matches_database(finished_study, monkeypatch, capsys):
     assert top["val_jaccard"].iloc[0] == pytest.approx(study.best_value)
     assert f"**Best: trial {study.best_trial.number}**, val Jaccard **{study.best_value:.4f}**" in markdown
 
-    scored = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    value = {t.number: t.value if t.state == TrialState.COMPLETE else t.user_attrs["best_val_jaccard"] for t in scored}
-    unet = [value[t.number] for t in scored if t.params["architecture"] == "unet"]
+    by_architecture: dict[str, list[float]] = {}  # COMPLETE trials only: a pruned trial's value has fewer epochs
+    for trial in complete:
+        by_architecture.setdefault(trial.params["architecture"], []).append(trial.value)
+    architecture, values = max(by_architecture.items(), key=lambda item: len(item[1]))
     impact = pd.read_csv(out / "tables" / "parameter_impact.csv")
-    row = impact[(impact["parameter"] == "architecture") & (impact["value"] == "unet")].iloc[0]
-    assert row["count"] == len(unet)
-    assert row["mean"] == pytest.approx(np.mean(unet))
-    assert row["std"] == pytest.approx(np.std(unet, ddof=1))
-    assert row["best"] == pytest.approx(max(unet))
+    row = impact[(impact["parameter"] == "architecture") & (impact["value"] == architecture)].iloc[0]
+    assert row["count"] == len(values)
+    assert row["mean"] == pytest.approx(np.mean(values))
+    assert row["std"] == pytest.approx(np.std(values, ddof=1) if len(values) > 1 else math.nan, nan_ok=True)
+    assert row["best"] == pytest.approx(max(values))
 
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     pruning = pd.read_csv(out / "tables" / "pruning.csv")
@@ -215,10 +216,8 @@ def test_varied_study_heatmaps_failures_and_findings(tmp_path):
     trials = study.get_trials()
     scored = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     groups = {}
-    for trial in scored:
-        groups.setdefault(trial.params["batch_size"], []).append(
-            trial.value if trial.value is not None else trial.user_attrs["best_val_jaccard"]
-        )
+    for trial in (t for t in trials if t.state == TrialState.COMPLETE):
+        groups.setdefault(trial.params["batch_size"], []).append(trial.value)
     expected = stats.f_oneway(*[values for values in groups.values() if len(values) >= 2])
     anova = pd.read_csv(out / "tables" / "anova.csv").set_index("parameter")
     assert anova.loc["batch_size", "F"] == pytest.approx(expected.statistic)
@@ -240,7 +239,9 @@ def test_varied_study_heatmaps_failures_and_findings(tmp_path):
         "**failures**: 2 of 30 trials failed: worker lost (heartbeat) × 1; ResourceExhaustedError: OOM × 1" in findings
     )
     n_pruned = sum(t.state == TrialState.PRUNED for t in trials)
-    assert f"**many pruned**: {n_pruned} of {len(scored)} finished trials ({n_pruned / len(scored):.0%})" in findings
+    share = f"({n_pruned / len(scored):.0%})"
+    assert f"**many pruned**: {n_pruned} of {len(scored)} finished trials {share} were pruned: " in findings
+    assert "raise the pruner's min_resource." in findings
     assert re.search(r"\*\*(no )?significant effect\*\*: batch_size: F = [\d.]+, p = [\d.e-]+", findings)
 
 
@@ -351,7 +352,7 @@ def test_figures_say_what_they_show(tmp_path):
     assert all(axis["tickformat"] in ("d", ",d") for axis in epoch_axes)
 
     for title in (
-        "Parameter impact on val Jaccard (COMPLETE + PRUNED trials)",
+        "Parameter impact on val Jaccard (COMPLETE trials)",
         "Learning curves (dotted: best epoch)",
         "Convergence",
     ):
@@ -435,3 +436,127 @@ def test_error_checks_catch_a_broken_page(tmp_path):
     dom, stderr = open_with_error_collector(page, tmp_path)
     assert uncaught_errors(stderr)
     assert "data-js-errors=" in html_tag(dom)
+
+
+def study_of(name: str, config: str, trials: list) -> optuna.Study:
+    """An in-memory study with this stored config and these trials."""
+    study = optuna.create_study(study_name=name, direction="maximize")
+    study.set_user_attr("config_toml", config)
+    for trial in trials:
+        study.add_trial(trial)
+    return study
+
+
+def findings_of(study: optuna.Study, out: Path) -> str:
+    return report_files(write_report(study, None, out))[0].split("## Findings")[1]
+
+
+def test_advice_compares_complete_trials_and_needs_the_best_group_to_beat_the_runner_up(tmp_path):
+    """Batch sizes 8 and 16 score alike, 4 is bad: ANOVA's p only says 4 is bad, so no "fix at 16". Pruned
+    trials at 16 with their early values would drag its mean below 8's; they are left out. Dropout 0.2 is
+    the best trial's but no other top trial's: one trial at the edge is no reason to widen it."""
+    rng = np.random.default_rng(0)
+    clock = datetime(2025, 10, 10, 4, 31)
+    trials = []
+    peaks = {4: [0.10, 0.11, 0.12, 0.13], 8: [0.50, 0.52, 0.54, 0.56], 16: [0.51, 0.53, 0.55, 0.57]}
+    for batch_size, values in peaks.items():
+        for k, peak in enumerate(values):
+            dropout = 0.2 if peak == 0.57 else (0.0, 0.1)[k % 2]
+            params = {"architecture": "unet", "learning_rate": 1e-4, "batch_size": batch_size}
+            params |= {"dropout": dropout, "loss": "dice"}
+            trial, clock = made_trial(rng, TrialState.COMPLETE, 30, clock, params=params, peak=peak)
+            trials.append(trial)
+    for _ in range(3):
+        params = {"architecture": "unet", "learning_rate": 1e-4, "batch_size": 16, "dropout": 0.1, "loss": "dice"}
+        trial, clock = made_trial(rng, TrialState.PRUNED, 5, clock, params=params, peak=0.3, reason="pruned")
+        trials.append(trial)
+    study = study_of("runner_up", MADE_CONFIG, trials)
+    findings = findings_of(study, tmp_path / "report")
+
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    impact = pd.read_csv(tmp_path / "report" / "tables" / "parameter_impact.csv").set_index(["parameter", "value"])
+    assert impact.loc[("batch_size", "16"), "count"] == 4
+    sixteen, eight = ([t.value for t in complete if t.params["batch_size"] == size] for size in (16, 8))
+    p = stats.ttest_ind(sixteen, eight, equal_var=False).pvalue
+    line = re.search(r"significant effect\*\*: batch_size: (.*)", findings).group(1)
+    assert "best group 16 (mean" in line and "Its groups differ" in line
+    assert f"it does not beat the runner-up 8 (mean {np.mean(eight):.4f}, n = 4) beyond chance " in line
+    assert f"(Welch's t-test p = {p:.3g} > 0.05)" in line and "consider fixing batch_size" not in findings
+
+    assert "has dropout = 0.2" not in findings  # the best trial's alone; the next two have 0.0 and 0.1
+    best3 = sorted(complete, key=lambda t: -t.value)[:3]
+    assert sum(t.params["batch_size"] == 16 for t in best3) == 2
+    assert (
+        f"best trial {best3[0].number} has batch_size = 16, the largest of the searched choices 4, 8, 16, as do 2 "
+        "of the 3 best COMPLETE trials: add larger choices." in findings
+    )
+
+
+PRUNER_CONFIG = MADE_CONFIG.replace(
+    '[pruner]\nkind = "asha"\nmin_resource = 5\nreduction_factor = 2\n', '[pruner]\nkind = "median"\n'
+)
+
+
+def test_pruning_findings_count_the_pruners_decisions_and_name_its_setting(tmp_path):
+    """Trials stopped by a NaN or out of memory are not the pruner's doing; the median pruner waits by
+    n_warmup_steps, not min_resource. A study of imported trials without best epochs gets no epoch advice."""
+    rng = np.random.default_rng(0)
+    clock = datetime(2025, 10, 10, 4, 31)
+    trials = []
+    for state, epochs, attrs in [
+        (TrialState.COMPLETE, 40, {}),
+        (TrialState.COMPLETE, 40, {}),
+        (TrialState.PRUNED, 5, {"reason": "pruned", "pruned_epoch": 5}),
+        (TrialState.PRUNED, 3, {"reason": "nan", "pruned_epoch": 3}),
+        (TrialState.PRUNED, 0, {"reason": "oom"}),
+        (TrialState.PRUNED, 0, {"reason": "oom"}),
+    ]:
+        trial, clock = made_trial(rng, state, epochs, clock, **attrs)
+        trials.append(trial)
+    study = study_of("faults", PRUNER_CONFIG, trials)
+    findings = findings_of(study, tmp_path / "faults")
+    assert "many pruned" not in findings  # 1 of 3 by the pruner
+    epochs = pd.read_csv(tmp_path / "faults" / "tables" / "epochs.csv").set_index("state")
+    assert epochs.loc["PRUNED", "trials"] == 1 and epochs.loc["total", "epochs_at_max"] == 3 * 40
+
+    for _ in range(2):
+        trial, clock = made_trial(rng, TrialState.PRUNED, 10, clock, reason="pruned", pruned_epoch=10)
+        trials.append(trial)
+    findings = findings_of(study_of("median", PRUNER_CONFIG, trials), tmp_path / "median")
+    assert (
+        "**many pruned**: 3 of 5 finished trials (60%) were pruned: 1 at epoch 5 (not a rung); 2 at epoch 10 (not "
+        "a rung). If early epochs predict the final value poorly, raise the pruner's n_warmup_steps." in findings
+    )
+
+    distributions = {"loss": CategoricalDistribution(["dice", "focal", "combined"])}
+    imported = [
+        optuna.trial.create_trial(value=0.5 + k / 100, params={"loss": "dice"}, distributions=distributions)
+        for k in range(3)
+    ]
+    assert "best epoch near max_epochs" not in findings_of(study_of("imported", MADE_CONFIG, imported), tmp_path / "i")
+
+
+def test_a_searched_max_epochs_is_each_trials_own(tmp_path):
+    """Rungs go up to the highest searched max_epochs, and a trial's epochs and its peak count against its own."""
+    config = MADE_CONFIG.replace("max_epochs = 40\n", "").replace("[search]\n", "[search]\nmax_epochs = [10, 20]\n")
+    distributions = {**DISTRIBUTIONS, "max_epochs": CategoricalDistribution([10, 20])}
+    trials = []
+    for k, max_epochs in enumerate([10, 20, 10, 20]):
+        params = {"architecture": "unet", "learning_rate": 1e-4, "batch_size": 8, "dropout": 0.1, "loss": "dice"}
+        rows = [{"epoch": e, "val_jaccard": 0.1 * e / max_epochs + k / 1000, "jaccard": 0.5} for e in range(max_epochs)]
+        summary = history_summary([{**row, "epoch": row["epoch"] + 1, "loss": 0.5, "val_loss": 0.5} for row in rows])
+        trials.append(
+            optuna.trial.create_trial(
+                value=summary["best_val_jaccard"],
+                params={**params, "max_epochs": max_epochs},
+                distributions=distributions,
+                user_attrs={**summary, "worker": "node:1"},
+                intermediate_values={e + 1: r["val_jaccard"] for e, r in enumerate(rows)},
+            )
+        )
+        assert trials[-1].user_attrs["best_epoch"] == max_epochs
+    markdown = report_files(write_report(study_of("epochs", config, trials), None, tmp_path / "report"))[0]
+    assert "rungs at epochs 5, 10, 20 (max_epochs searched, up to 20;" in markdown
+    epochs = pd.read_csv(tmp_path / "report" / "tables" / "epochs.csv").set_index("state")
+    assert epochs.loc["COMPLETE", "epochs_at_max"] == epochs.loc["COMPLETE", "epochs_run"] == 60
+    assert "4 of 4 COMPLETE trials peaked at epoch ≥ 90% of their max_epochs: raise max_epochs" in markdown

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta
 
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 from PIL import Image
 
@@ -17,6 +19,9 @@ import losses
 from data import evaluate_objects, load_dataset
 from optimize.errors import ConfigError
 from optimize.results.record import OBJECT_METRICS, read_record, stored_val_counts
+from optimize.results.report._findings import baselines
+from optimize.results.report._tables import enqueued_table, study_data, top_table
+from optimize.results.status import status_text
 from optimize.search.config import load_config
 from optimize.training.dataset import load_study_data
 from optimize.training.train import train
@@ -143,3 +148,107 @@ def test_a_metric_the_search_cannot_maximize_is_refused_at_load(tmp_path, value)
     path.write_text(f"metric = {value}\n" + path.read_text())
     with pytest.raises(ConfigError, match=r"tiny\.toml: metric = .* is not one of val_jaccard, val_object_f1, "):
         load_config(str(path))
+
+
+METRIC_CONFIG = """{metric}
+[data.synthetic]
+n_images = 8
+
+[training]
+max_epochs = 20
+
+[search]
+learning_rate = {{ low = 1e-5, high = 1e-2, log = true }}
+loss = ["dice", "focal"]
+"""
+METRIC_DISTRIBUTIONS = {
+    "learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
+    "loss": CategoricalDistribution(["dice", "focal"]),
+}
+
+
+def metric_study(metric: str, trials: list[tuple[TrialState, float, float | None, bool]]) -> optuna.Study:
+    """An in-memory study searching `metric`, with a trial per (state, val Jaccard, val_object_f1, enqueued) as
+    the objective stores it (bead-level metrics for COMPLETE trials only; the value is the study's metric)."""
+    study = optuna.create_study(study_name="metric", direction="maximize")
+    study.set_metric_names([metric])
+    study.set_user_attr("config_toml", METRIC_CONFIG.format(metric=f'metric = "{metric}"'))
+    study.set_user_attr("config_file", "studies/metric.toml")
+    start = datetime(2025, 1, 1, 12)
+    for number, (state, jaccard, f1, enqueued) in enumerate(trials):
+        curve = [jaccard * epoch / 6 for epoch in range(1, 7)]
+        attrs = {"epochs_run": 6, "best_epoch": 6, "best_val_jaccard": jaccard, "final_val_jaccard": jaccard}
+        if f1 is not None:
+            attrs |= {"val_object_f1": f1, "val_object_ap50": f1 / 2, "val_count_error": 0.2}
+        if enqueued:
+            attrs["enqueued"] = True
+        value = (jaccard if metric == "val_jaccard" else f1) if state == TrialState.COMPLETE else None
+        trial = optuna.trial.create_trial(
+            state=state,
+            value=value,
+            params={"learning_rate": 10 ** -(2 + number / 4), "loss": ["dice", "focal"][number % 2]},
+            distributions=METRIC_DISTRIBUTIONS,
+            user_attrs=attrs,
+            intermediate_values=dict(enumerate(curve, 1)),
+        )
+        trial.datetime_start = start + timedelta(minutes=10 * number)
+        trial.datetime_complete = None if state == TrialState.RUNNING else trial.datetime_start + timedelta(minutes=5)
+        study.add_trial(trial)
+    return study
+
+
+# The enqueued baseline 0 has the highest val Jaccard of the COMPLETE trials, trial 1 the highest val_object_f1;
+# the PRUNED trial 3 reached the highest val Jaccard of all before it was stopped.
+F1_TRIALS = [
+    (TrialState.COMPLETE, 0.30, 0.60, True),
+    (TrialState.COMPLETE, 0.25, 0.70, False),
+    (TrialState.COMPLETE, 0.22, 0.65, False),
+    (TrialState.PRUNED, 0.40, None, False),
+]
+
+
+def test_baselines_and_top_trials_are_compared_by_the_studys_metric():
+    data = study_data(metric_study("val_object_f1", F1_TRIALS))
+    assert data.config.metric == "val_object_f1"
+    (finding,) = baselines(data)
+    assert finding.text == (
+        "the best enqueued baseline (trial 0, val_object_f1 0.6000) is 0.1000 below the best trial "
+        "(1, val_object_f1 0.7000)."
+    )
+    enqueued = enqueued_table(data)
+    assert enqueued["number"].tolist() == [0]
+    assert enqueued.loc[0, "val_object_f1"] == 0.60 and enqueued.loc[0, "val_jaccard"] == 0.30
+    assert enqueued.loc[0, "minus_best"] == pytest.approx(-0.10)
+    top = top_table(data)
+    assert top["number"].tolist() == [1, 2, 0, 3]
+    assert top["val_object_f1"].tolist()[:3] == [0.70, 0.65, 0.60] and pd.isna(top.loc[3, "val_object_f1"])
+
+    best_baseline = [(state, jaccard, f1, number == 1) for number, (state, jaccard, f1, _) in enumerate(F1_TRIALS)]
+    (finding,) = baselines(study_data(metric_study("val_object_f1", best_baseline)))
+    assert finding.text == (
+        "the best trial (1, val_object_f1 0.7000) is an enqueued baseline: "
+        "the search did not beat it in 2 other COMPLETE trials."
+    )
+
+
+def test_val_jaccard_studies_keep_their_baseline_and_top_tables():
+    data = study_data(metric_study("val_jaccard", F1_TRIALS))
+    (finding,) = baselines(data)
+    assert finding.text == (
+        "the best trial (0, 0.3000) is an enqueued baseline: the search did not beat it in 3 other COMPLETE + "
+        "PRUNED trials."
+    )
+    enqueued = enqueued_table(data)
+    columns = ["rank", "number", "state", "learning_rate", "loss", "val_jaccard", "best_epoch", "epochs_run"]
+    assert enqueued.columns.tolist() == [*columns, "minus_best"]
+    assert enqueued.loc[0, "minus_best"] == 0
+    assert top_table(data).columns.tolist() == [*columns, "final_val_jaccard"]
+
+
+def test_status_shows_the_best_trials_bead_metrics_under_it_not_under_a_running_trial():
+    trials = [*F1_TRIALS, (TrialState.RUNNING, 0.10, None, False)]
+    lines = status_text(metric_study("val_object_f1", trials)).splitlines()
+    best = next(index for index, line in enumerate(lines) if line.startswith("best: val_object_f1 0.7000: trial 1 "))
+    assert lines[best + 1].strip().startswith("beads (IoU 0.5): object_f1 0.7000  object_ap50 0.3500")
+    assert lines[best + 2] == "running:" and lines[best + 3].startswith("  trial    4  epoch   6")
+    assert sum("beads (IoU 0.5)" in line for line in lines) == 1

@@ -16,7 +16,8 @@ RECENT_REASONS = 10
 
 
 def status_text(study: optuna.Study) -> str:
-    """Trials per state, the best so far, running trials with their epoch, and recent reasons."""
+    """Trials per state, the best so far (its bead-level metrics on the next line), running trials with their
+    epoch, and recent reasons."""
     trials = study.get_trials(deepcopy=False)
     counts = Counter(trial.state for trial in trials)
     lines = [f"study {study.study_name}: {len(trials)} trials"]
@@ -27,6 +28,8 @@ def status_text(study: optuna.Study) -> str:
     complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
     if complete:
         lines.append(f"best: {best_text(study, study.best_trial)}")
+        if read_record(study.best_trial).val_object_f1 is not None:
+            lines.append(object_metrics_line(study.best_trial))
     else:
         lines.append("best: no COMPLETE trial yet")
     running = [trial for trial in trials if trial.state == TrialState.RUNNING]
@@ -42,8 +45,6 @@ def status_text(study: optuna.Study) -> str:
                 f"{'   -  ' if last is None else f'{last:.4f}'}  for {(now - started).total_seconds():6.0f} s"
                 f"  {format_params(trial.params)}"
             )
-    if complete and read_record(study.best_trial).val_object_f1 is not None:
-        lines.append(object_metrics_line(study.best_trial))
     ended = [(trial, text) for trial in trials if (text := read_record(trial).reason_text)][-RECENT_REASONS:]
     if ended:
         lines.append("reasons (latest):")

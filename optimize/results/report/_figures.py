@@ -90,7 +90,7 @@ def impact_bars(impact: pd.DataFrame) -> go.Figure:
         row, col = index // columns + 1, index % columns + 1
         fig.update_xaxes(visible=False, row=row, col=col)
         fig.update_yaxes(visible=False, row=row, col=col)
-    return _layout(fig, "Parameter impact on val Jaccard (COMPLETE + PRUNED trials)", height=330 * rows + 80)
+    return _layout(fig, "Parameter impact on val Jaccard (COMPLETE trials)", height=330 * rows + 80)
 
 
 def learning_curves(best: FrozenTrial, worst: FrozenTrial | None) -> go.Figure:

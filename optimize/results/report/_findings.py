@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 
 import pandas as pd
 from optuna.trial import TrialState
+from scipy import stats
 
 from optimize.results.formatting import format_value
+from optimize.results.record import VAL_JACCARD
 from optimize.search.space import ParamSpec
 
 from ._render import jaccard
-from ._tables import ALPHA, HEARTBEAT_LOST, ReportData, value_groups
+from ._tables import ALPHA, HEARTBEAT_LOST, ReportData, stopped_by_fault, study_metric_name, value_groups
 
 EDGE = 0.1
 NEAR_MAX_EPOCHS = 0.9
@@ -33,7 +36,7 @@ class Finding:
 def findings(data: ReportData, impact: pd.DataFrame, anova: pd.DataFrame, pruning: pd.DataFrame) -> list[Finding]:
     """Every rule's finding, in a fixed order."""
     return [
-        *edge_of_range(data),
+        *edge_of_range(data, anova),
         *best_epoch_near_max(data),
         *parameter_effects(data, impact, anova),
         *train_val_gap(data),
@@ -49,11 +52,18 @@ def _best(data: ReportData) -> pd.Series | None:
     return None if complete.empty else complete.iloc[0]
 
 
-def edge_of_range(data: ReportData) -> list[Finding]:
-    """The best value in the outer 10 % of a searched range (log scale for log ranges), or an extreme choice."""
+def edge_of_range(data: ReportData, anova: pd.DataFrame) -> list[Finding]:
+    """The best value in the outer 10 % of a searched range (log scale for log ranges), or an extreme choice.
+
+    Only where the trials back it: most of the `TOP_TRIALS` best COMPLETE trials sit at the same edge, and
+    the parameter's groups do not test as alike (ANOVA p > ALPHA); one lucky trial at an edge is no reason
+    to widen a range.
+    """
     best = _best(data)
     if best is None:
         return []
+    p_values = dict(zip(anova["parameter"], anova["p"], strict=True)) if not anova.empty else {}
+    top = data.compared.head(TOP_TRIALS)
     out = []
     for name, spec in data.specs.items():
         value = best.get(name)
@@ -61,6 +71,10 @@ def edge_of_range(data: ReportData) -> list[Finding]:
             continue
         side = _edge(spec, value)
         if side is None or (side == "lower" and value == 0):  # nothing below 0 (dropout, clipnorm, warmup)
+            continue
+        at_edge = sum(_edge(spec, other) == side for other in top[name].dropna()) if name in top else 0
+        p_value = p_values.get(name, math.nan)
+        if at_edge * 2 <= len(top) or (math.isfinite(p_value) and p_value > ALPHA):
             continue
         if spec.is_categorical:
             where = f"the {'smallest' if side == 'lower' else 'largest'} of the searched choices "
@@ -70,7 +84,10 @@ def edge_of_range(data: ReportData) -> list[Finding]:
             where = f"in the {side} {EDGE:.0%} of the searched range [{format_value(spec.low)}, "
             where += f"{format_value(spec.high)}]" + (" (log scale)" if spec.log else "")
             advice = f"widen the range {'downward' if side == 'lower' else 'upward'}"
-        text = f"best trial {best['number']} has {name} = {format_value(value)}, {where}: {advice}."
+        text = (
+            f"best trial {best['number']} has {name} = {format_value(value)}, {where}, as do {at_edge} of the "
+            f"{len(top)} best COMPLETE trials: {advice}."
+        )
         out.append(Finding("edge of range", text))
     return out
 
@@ -89,21 +106,25 @@ def _edge(spec: ParamSpec, value: object) -> str | None:
 
 
 def best_epoch_near_max(data: ReportData) -> list[Finding]:
-    """COMPLETE trials peaking in the last 10 % of max_epochs: they might still improve with more epochs."""
-    best, complete, max_epochs = _best(data), data.complete, data.max_epochs
-    if best is None or max_epochs is None:
+    """COMPLETE trials peaking in the last 10 % of their max_epochs: they might still improve with more epochs."""
+    best = _best(data)
+    if best is None or data.max_epochs is None:
         return []
-    epochs = complete["best_epoch"].dropna()
-    late = int((epochs >= NEAR_MAX_EPOCHS * max_epochs).sum())
-    best_late = pd.notna(best["best_epoch"]) and best["best_epoch"] >= NEAR_MAX_EPOCHS * max_epochs
-    if not best_late and late * 2 < len(epochs):
+    trials = {trial.number: trial for trial in data.trials}
+    complete = data.complete[data.complete["best_epoch"].notna()]
+    limits = complete["number"].map(lambda number: data.max_epochs_of(trials[int(number)]))
+    late_rows = complete["best_epoch"] >= NEAR_MAX_EPOCHS * limits
+    late = int(late_rows.sum())
+    best_limit = data.max_epochs_of(trials[int(best["number"])])
+    best_late = pd.notna(best["best_epoch"]) and best["best_epoch"] >= NEAR_MAX_EPOCHS * best_limit
+    if complete.empty or (not best_late and late * 2 < len(complete)):
         return []
     return [
         Finding(
             "best epoch near max_epochs",
-            f"best trial {best['number']} peaked at epoch {_int(best['best_epoch'])} of max_epochs {max_epochs}; "
-            f"{late} of {len(epochs)} COMPLETE trials peaked at epoch ≥ {NEAR_MAX_EPOCHS:.0%} of max_epochs: "
-            "raise max_epochs (and patience).",
+            f"best trial {best['number']} peaked at epoch {_int(best['best_epoch'])} of max_epochs {best_limit}; "
+            f"{late} of {len(complete)} COMPLETE trials peaked at epoch ≥ {NEAR_MAX_EPOCHS:.0%} of their "
+            "max_epochs: raise max_epochs (and patience).",
         )
     ]
 
@@ -111,9 +132,10 @@ def best_epoch_near_max(data: ReportData) -> list[Finding]:
 def parameter_effects(data: ReportData, impact: pd.DataFrame, anova: pd.DataFrame) -> list[Finding]:
     """ANOVA per parameter, with advice to fix it at one value only where the trials support that value.
 
-    The candidate is the group with the highest mean. Advice needs all of: that group holds at least
-    `MIN_GROUP_TRIALS` trials, most of the `TOP_TRIALS` best trials use its value, and the groups differ
-    (ANOVA p ≤ ALPHA). Otherwise the finding says which of these fails.
+    The candidate is the group with the highest mean, over COMPLETE trials. Advice needs all of: that group
+    holds at least `MIN_GROUP_TRIALS` trials, most of the `TOP_TRIALS` best trials use its value, the groups
+    differ (ANOVA p ≤ ALPHA), and the group beats the runner-up group (Welch's t-test p ≤ ALPHA): ANOVA's p
+    alone may only say that some other group is bad. Otherwise the finding says which of these fails.
 
     The evidence is ANOVA's, not the Optuna importances shown in the report: those have no significance
     level, and PED-ANOVA's look only at the best 10 % of trials, a handful in a small study; in the test
@@ -136,6 +158,8 @@ def parameter_effects(data: ReportData, impact: pd.DataFrame, anova: pd.DataFram
             objections.append(_disagreement(value, top_numbers, top_values))
         if not significant:
             objections.append(f"its groups do not differ significantly (p = {row.p:.3g} > {ALPHA})")
+        elif (runner_up := _runner_up_objection(data, row.parameter, value)) is not None:
+            objections.append(runner_up)
         text = (
             f"{row.parameter}: F = {row.F:.3g}, p = {row.p:.3g} over {row.groups} groups ({row.trials} trials); "
             f"best group {value} (mean {best['mean']:.4f}, n = {best['count']})."
@@ -157,9 +181,29 @@ def parameter_effects(data: ReportData, impact: pd.DataFrame, anova: pd.DataFram
     return out
 
 
+def _runner_up_objection(data: ReportData, name: str, value: str) -> str | None:
+    """Why the best group `value` is not shown to beat the next best group of ≥ 2 trials, or None when it is."""
+    rows = data.compared[data.compared[name].notna()]
+    labels = value_groups(rows[name], data.specs.get(name)).astype(str)
+    groups = {label: group.to_numpy(float) for label, group in rows["val_jaccard"].groupby(labels) if len(group) >= 2}
+    best = groups.pop(value, None)
+    if best is None or not groups:
+        return None
+    other = max(groups, key=lambda label: groups[label].mean())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p_value = float(stats.ttest_ind(best, groups[other], equal_var=False).pvalue)
+    if p_value <= ALPHA:
+        return None
+    return (
+        f"it does not beat the runner-up {other} (mean {groups[other].mean():.4f}, n = {len(groups[other])}) "
+        f"beyond chance (Welch's t-test p = {p_value:.3g} > {ALPHA})"
+    )
+
+
 def _top_trials(data: ReportData, name: str) -> tuple[list[int], list[str]]:
-    """The numbers and group labels (as in the impact table) of the best `TOP_TRIALS` scored trials."""
-    rows = data.scored[data.scored[name].notna()]
+    """The numbers and group labels (as in the impact table) of the best `TOP_TRIALS` COMPLETE trials."""
+    rows = data.compared[data.compared[name].notna()]
     labels = value_groups(rows[name], data.specs.get(name)).astype(str)
     top = rows.head(TOP_TRIALS)
     return top["number"].astype(int).tolist(), labels.loc[top.index].tolist()
@@ -223,24 +267,40 @@ def decline_after_peak(data: ReportData) -> list[Finding]:
 
 
 def many_pruned(data: ReportData, pruning: pd.DataFrame) -> list[Finding]:
-    states = Counter(trial.state for trial in data.trials)
-    finished = states[TrialState.COMPLETE] + states[TrialState.PRUNED]
-    if not finished or states[TrialState.PRUNED] / finished <= MANY_PRUNED:
+    """Most finished trials stopped by the pruner (not those stopped by a NaN or out of memory), with the
+    pruner's setting that makes it wait longer."""
+    by_pruner = [t for t in data.trials if t.state == TrialState.PRUNED and not stopped_by_fault(data, t)]
+    finished = sum(t.state == TrialState.COMPLETE for t in data.trials) + len(by_pruner)
+    if not finished or len(by_pruner) / finished <= MANY_PRUNED:
         return []
-    first = pruning.iloc[0] if not pruning.empty else None
-    at_first = (
-        f"; {first['trials']} stopped at {first['stopped']} (epoch {_int(first['epoch'])})"
-        if first is not None and pd.notna(first["epoch"])
-        else ""
+    stops = pruning[pruning["epoch"].notna() & (pruning["trials"] > 0)] if not pruning.empty else pruning
+    where = "; ".join(
+        f"{row.trials} at {row.stopped} (epoch {_int(row.epoch)})"
+        if row.stopped.startswith("rung")
+        else f"{row.trials} at epoch {_int(row.epoch)} ({row.stopped})"
+        for row in stops.itertuples()
     )
+    setting = _waiting_setting(data)
+    advice = f"If early epochs predict the final value poorly, raise {setting}." if setting else ""
     return [
         Finding(
             "many pruned",
-            f"{states[TrialState.PRUNED]} of {finished} finished trials "
-            f"({states[TrialState.PRUNED] / finished:.0%}) were pruned{at_first}. "
-            "If early epochs predict the final value poorly, raise the pruner's min_resource.",
+            f"{len(by_pruner)} of {finished} finished trials ({len(by_pruner) / finished:.0%}) were pruned"
+            + (f": {where}" if where else "")
+            + f". {advice}".rstrip(),
         )
     ]
+
+
+def _waiting_setting(data: ReportData) -> str | None:
+    """The `[pruner]` setting that makes the study's pruner wait longer before it prunes."""
+    kind = data.config.pruner.kind if data.config else None
+    return {
+        "asha": "the pruner's min_resource",
+        "hyperband": "the pruner's min_resource",
+        "median": "the pruner's n_warmup_steps",
+        None: "the pruner's first pruning epoch",
+    }.get(kind)
 
 
 def failures(data: ReportData) -> list[Finding]:
@@ -253,23 +313,35 @@ def failures(data: ReportData) -> list[Finding]:
 
 
 def baselines(data: ReportData) -> list[Finding]:
-    """How the best enqueued baseline did against the best trial."""
+    """How the best enqueued baseline did against the best trial, by the study's metric.
+
+    Val Jaccard studies compare COMPLETE + PRUNED trials (a pruned one by the best val Jaccard it reached);
+    other metrics are measured on COMPLETE trials only.
+    """
     best = _best(data)
-    enqueued = {number for number, record in data.records.items() if record.enqueued}
-    rows = data.scored[data.scored["number"].isin(enqueued)] if not data.scored.empty else data.scored
-    if best is None or rows.empty:
+    if best is None:
         return []
-    top = rows.loc[rows["val_jaccard"].idxmax()]
+    metric = study_metric_name(data)
+    scored = data.scored if metric == VAL_JACCARD else data.complete[data.complete[metric].notna()]
+    enqueued = {number for number, record in data.records.items() if record.enqueued}
+    rows = scored[scored["number"].isin(enqueued)]
+    if rows.empty:
+        return []
+    pool = "COMPLETE + PRUNED" if metric == VAL_JACCARD else "COMPLETE"
+    name = "" if metric == VAL_JACCARD else f"{metric} "
+    top = rows.loc[rows[metric].idxmax()]
     if top["number"] == best["number"]:
+        others = len(scored) - len(rows)
         text = (
-            f"the best trial ({best['number']}, {best['val_jaccard']:.4f}) is an enqueued baseline: "
-            f"the search did not beat it in {len(data.scored)} COMPLETE + PRUNED trials."
+            f"the best trial ({best['number']}, {name}{best[metric]:.4f}) is an enqueued baseline: "
+            f"the search did not beat it in {others} other {pool} trial{'' if others == 1 else 's'}."
         )
     else:
+        gap = best[metric] - top[metric]
         text = (
-            f"the best enqueued baseline (trial {top['number']}, {top['val_jaccard']:.4f}) is "
-            f"{best['val_jaccard'] - top['val_jaccard']:.4f} below the best trial ({best['number']}, "
-            f"{best['val_jaccard']:.4f})."
+            f"the best enqueued baseline (trial {top['number']}, {name}{top[metric]:.4f}) is "
+            f"{abs(gap):.4f} {'below' if gap >= 0 else 'above'} the best trial ({best['number']}, "
+            f"{name}{best[metric]:.4f}){', reached before it was pruned' if top['state'] == 'PRUNED' else ''}."
         )
     return [Finding("baselines", text)]
 

@@ -16,6 +16,10 @@ from ._findings import findings
 from ._render import Figure, Items, Section, Table, Text, jaccard
 
 SCORED = "COMPLETE + PRUNED trials, each scored by the best val Jaccard it reached (a pruned trial in fewer epochs)"
+COMPARED = (
+    "COMPLETE trials, each scored by the best val Jaccard it reached (pruned trials are left out: their values come "
+    "from fewer epochs)"
+)
 
 
 def build_sections(study: optuna.Study, data: tables.ReportData) -> list[Section]:
@@ -71,7 +75,8 @@ def summary(data: tables.ReportData) -> Section:
             Table(
                 "enqueued",
                 enqueued,
-                "Enqueued baseline configurations against the best (minus_best = val Jaccard − best)",
+                "Enqueued baseline configurations against the best "
+                f"(minus_best = {'val Jaccard' if metric == VAL_JACCARD else metric} − best)",
             )
         )
     return section
@@ -173,13 +178,13 @@ def parameter_impact(
     section = Section("Per-parameter impact")
     section.blocks.append(
         Text(
-            f"Uses {len(data.scored)} {SCORED}. Numeric parameters with more than {tables.MAX_LEVELS} distinct values "
-            f"are split into up to {tables.MAX_BINS} quantile bins (on log10 for log-scaled ranges); "
+            f"Uses {len(data.compared)} {COMPARED}. Numeric parameters with more than {tables.MAX_LEVELS} distinct "
+            f"values are split into up to {tables.MAX_BINS} quantile bins (on log10 for log-scaled ranges); "
             "std needs ≥ 2 trials."
         )
     )
     if impact.empty:
-        section.blocks.append(Text("Needs ≥ 1 COMPLETE or PRUNED trial with a val Jaccard."))
+        section.blocks.append(Text("Needs ≥ 1 COMPLETE trial with a val Jaccard."))
     else:
         section.blocks += [
             Table("parameter_impact", impact, "val Jaccard per parameter value"),
@@ -188,7 +193,7 @@ def parameter_impact(
             ),
         ]
     section.blocks.append(
-        Text("One-way ANOVA (scipy `f_oneway`) of val Jaccard across each parameter's groups of ≥ 2 trials.")
+        Text("One-way ANOVA (scipy `f_oneway`) of val Jaccard across each parameter's groups of ≥ 2 COMPLETE trials.")
     )
     section.blocks.append(Table("anova", anova, "ANOVA per parameter"))
     importances, note = tables.importance_table(study, data)
@@ -288,14 +293,16 @@ def pruning_section(data: tables.ReportData, pruning: pd.DataFrame) -> Section:
     if config is None:
         section.blocks.append(Text("The study has no stored config (`config_toml`): rungs and max_epochs unknown."))
     else:
-        rungs = config.pruner.asha_rungs(config.training.max_epochs)
+        rungs = config.pruner.asha_rungs(data.max_epochs)
         pruner = config.pruner
+        searched = config.search.get("max_epochs")
+        limit = f"max_epochs searched, up to {data.max_epochs}" if searched else f"max_epochs {data.max_epochs}"
         if rungs:
             section.blocks.append(
                 Text(
                     f"ASHA: min_resource {pruner.min_resource}, reduction_factor {pruner.reduction_factor}, "
                     f"min_early_stopping_rate {pruner.min_early_stopping_rate}; rungs at epochs "
-                    f"{', '.join(map(str, rungs))} (max_epochs {config.training.max_epochs}; a trial is never "
+                    f"{', '.join(map(str, rungs))} ({limit}; a trial is never "
                     "pruned at its last epoch)."
                 )
             )
@@ -312,7 +319,8 @@ def pruning_section(data: tables.ReportData, pruning: pd.DataFrame) -> Section:
             Table(
                 "epochs",
                 epochs,
-                "Epochs trained against COMPLETE and PRUNED trials at max_epochs (saved by pruning + early stopping)",
+                "Epochs trained against COMPLETE and pruned trials at their max_epochs (saved by pruning + early "
+                "stopping; trials stopped by a NaN or out of memory left out)",
             )
         )
     return section
@@ -351,7 +359,7 @@ def _finding_blocks(found: list) -> list:
 
 def study_metric_name(data: tables.ReportData) -> str:
     """The metric the study maximizes, from its stored config (val Jaccard when unknown)."""
-    return data.config.metric if data.config else VAL_JACCARD
+    return tables.study_metric_name(data)
 
 
 def _or_na(value: object) -> str:

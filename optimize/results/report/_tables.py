@@ -17,6 +17,7 @@ from optimize.results.formatting import format_value
 from optimize.results.frame import stored_config, trials_frame
 from optimize.results.record import (
     OBJECT_METRICS,
+    VAL_JACCARD,
     VAL_OBJECT_F1,
     Reason,
     TrialRecord,
@@ -61,8 +62,26 @@ class ReportData:
         return self.frame[self.frame["state"] == TrialState.COMPLETE.name]
 
     @property
+    def compared(self) -> pd.DataFrame:
+        """COMPLETE trials with a val Jaccard: the ones the parameter statistics and advice use. A pruned trial's
+        value comes from fewer epochs, so pooling it with trained-out ones would credit the values it was
+        pruned with."""
+        complete = self.complete
+        return complete if complete.empty else complete[complete["val_jaccard"].notna()]
+
+    @property
     def max_epochs(self) -> int | None:
-        return self.config.training.max_epochs if self.config else None
+        """The most epochs a trial can train: `[training] max_epochs`, or the highest searched one."""
+        if self.config is None:
+            return None
+        searched = self.config.search.get("max_epochs")
+        return int(searched.highest()) if searched is not None else self.config.training.max_epochs
+
+    def max_epochs_of(self, trial: FrozenTrial) -> int | None:
+        """The epochs this trial could train: its own `max_epochs` when searched, else the study's."""
+        if self.config is None:
+            return None
+        return int(trial.params.get("max_epochs", self.config.training.max_epochs))
 
 
 def study_data(study: optuna.Study) -> ReportData:
@@ -82,16 +101,32 @@ def state_counts(trials: list[FrozenTrial]) -> pd.DataFrame:
     return pd.DataFrame(rows + [("total", len(trials))], columns=["state", "trials"])
 
 
+def study_metric_name(data: ReportData) -> str:
+    """The metric the study maximizes, from its stored config (val Jaccard when unknown): a `trials_frame` column."""
+    return data.config.metric if data.config else VAL_JACCARD
+
+
+def metric_columns(data: ReportData) -> list[str]:
+    """The score columns of the trial tables: val Jaccard, led by the study's metric when it is another."""
+    metric = study_metric_name(data)
+    return [VAL_JACCARD] if metric == VAL_JACCARD else [metric, VAL_JACCARD]
+
+
 def enqueued_table(data: ReportData) -> pd.DataFrame:
-    """The enqueued baseline configurations and how each did against the best COMPLETE trial."""
+    """The enqueued baseline configurations and how each did against the best COMPLETE trial, by the study's metric
+    (minus_best: the baseline's metric minus the best trial's)."""
     frame = data.frame
     if frame.empty:
         return frame
     numbers = {number for number, record in data.records.items() if record.enqueued}
     rows = frame[frame["number"].isin(numbers)]
-    best = data.complete["val_jaccard"].max()
-    table = rows[["rank", "number", "state", *data.params, "val_jaccard", "best_epoch", "epochs_run"]].copy()
-    table["minus_best"] = table["val_jaccard"] - best
+    metric = study_metric_name(data)
+    if metric == VAL_JACCARD:
+        best = data.complete["val_jaccard"].max()
+    else:
+        best = data.complete.iloc[0][metric] if not data.complete.empty else math.nan
+    table = rows[["rank", "number", "state", *data.params, *metric_columns(data), "best_epoch", "epochs_run"]].copy()
+    table["minus_best"] = table[metric] - best
     return table.reset_index(drop=True)
 
 
@@ -101,8 +136,8 @@ def top_table(data: ReportData, n: int = 5) -> pd.DataFrame:
     if frame.empty:
         return frame
     rows = frame[frame["val_jaccard"].notna()].head(n)
-    columns = ["rank", "number", "state", *data.params, "val_jaccard", "best_epoch", "epochs_run", "final_val_jaccard"]
-    return rows[columns].reset_index(drop=True)
+    columns = ["rank", "number", "state", *data.params, *metric_columns(data), "best_epoch", "epochs_run"]
+    return rows[[*columns, "final_val_jaccard"]].reset_index(drop=True)
 
 
 def object_metrics_table(data: ReportData, n: int = 10) -> pd.DataFrame:
@@ -163,17 +198,29 @@ def value_groups(values: pd.Series, spec: ParamSpec | None) -> pd.Series:
     log = bool(spec.log) if spec is not None else bool((present > 0).all() and present.max() / present.min() > 100)
     scale = np.log10(values.astype(float)) if log else values.astype(float)
     edges = np.unique(np.quantile(scale.dropna(), np.linspace(0, 1, min(MAX_BINS, present.nunique()) + 1)))
-    bounds = 10**edges if log else edges
-    labels = [f"{lo:.3g}–{hi:.3g}" for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-    return pd.cut(scale, edges, labels=labels, include_lowest=True, ordered=True)
+    texts = _edge_texts(10**edges if log else edges)
+    # Edges that print alike even at full precision (10**x of nearby logs) would label two bins alike: merge them.
+    keep = [index for index, text in enumerate(texts) if index == 0 or text != texts[index - 1]]
+    keep = [*keep[:-1], len(texts) - 1] if len(keep) > 1 else [0, len(texts) - 1]
+    labels = [f"{texts[lo]}–{texts[hi]}" for lo, hi in zip(keep[:-1], keep[1:], strict=True)]
+    return pd.cut(scale, edges[keep], labels=labels, include_lowest=True, ordered=True)
+
+
+def _edge_texts(bounds: np.ndarray) -> list[str]:
+    """The bin edges with 3 significant digits, or with as many more as it takes to print them apart."""
+    for digits in range(3, 18):
+        texts = [f"{bound:.{digits}g}" for bound in bounds]
+        if len(set(texts)) == len(texts):
+            break
+    return texts
 
 
 def impact_table(data: ReportData) -> pd.DataFrame:
-    """Per parameter and group: mean, std, best and count of val Jaccard over COMPLETE + PRUNED trials."""
-    scored = data.scored
+    """Per parameter and group: mean, std, best and count of val Jaccard over COMPLETE trials."""
+    compared = data.compared
     parts = []
     for name in data.params:
-        rows = scored[scored[name].notna()] if name in scored else scored.iloc[0:0]
+        rows = compared[compared[name].notna()] if name in compared else compared.iloc[0:0]
         if rows.empty:
             continue
         groups = value_groups(rows[name], data.specs.get(name))
@@ -188,11 +235,11 @@ def impact_table(data: ReportData) -> pd.DataFrame:
 
 
 def anova_table(data: ReportData) -> pd.DataFrame:
-    """One-way ANOVA of val Jaccard across each parameter's groups (groups of at least two trials)."""
-    scored = data.scored
+    """One-way ANOVA of val Jaccard across each parameter's groups of at least two COMPLETE trials."""
+    compared = data.compared
     rows = []
     for name in data.params:
-        present = scored[scored[name].notna()] if name in scored else scored.iloc[0:0]
+        present = compared[compared[name].notna()] if name in compared else compared.iloc[0:0]
         samples = []
         if not present.empty:
             groups = present["val_jaccard"].groupby(value_groups(present[name], data.specs.get(name)), observed=True)
@@ -274,7 +321,7 @@ def heatmap_table(data: ReportData) -> tuple[pd.DataFrame | None, list[str]]:
 
 def pruning_table(data: ReportData) -> pd.DataFrame:
     """PRUNED trials per rung (every rung listed), per other epoch, and per other reason (nan, oom)."""
-    rungs = data.config.pruner.asha_rungs(data.config.training.max_epochs) if data.config else []
+    rungs = data.config.pruner.asha_rungs(data.max_epochs) if data.config else []
     counts: Counter = Counter()
     for trial in data.trials:
         if trial.state != TrialState.PRUNED:
@@ -291,15 +338,18 @@ def pruning_table(data: ReportData) -> pd.DataFrame:
 
 
 def epochs_table(data: ReportData) -> pd.DataFrame | None:
-    """Epochs trained by COMPLETE and PRUNED trials against training each of them to max_epochs."""
+    """Epochs trained by COMPLETE trials and those the pruner stopped, against training each to its max_epochs.
+
+    Trials stopped by a NaN or out of memory are left out: they saved nothing, they failed.
+    """
     if data.max_epochs is None:
         return None
     rows = []
     for state in (TrialState.COMPLETE, TrialState.PRUNED):
-        trials = [trial for trial in data.trials if trial.state == state]
+        trials = [trial for trial in data.trials if trial.state == state and not stopped_by_fault(data, trial)]
         if trials:
             run = sum(_epochs_run(trial, data.records[trial.number]) for trial in trials)
-            rows.append((state.name, len(trials), run, len(trials) * data.max_epochs))
+            rows.append((state.name, len(trials), run, sum(data.max_epochs_of(trial) for trial in trials)))
     table = pd.DataFrame(rows, columns=["state", "trials", "epochs_run", "epochs_at_max"])
     if not table.empty:
         table.loc[len(table)] = ["total", *table[["trials", "epochs_run", "epochs_at_max"]].sum()]
@@ -354,6 +404,11 @@ def failures_table(data: ReportData) -> pd.DataFrame:
             )
         )
     return pd.DataFrame(rows, columns=["number", "state", "reason", "worker", "retry_of", "retried_by"])
+
+
+def stopped_by_fault(data: ReportData, trial: FrozenTrial) -> bool:
+    """A PRUNED trial that the pruner did not stop: its loss became NaN, or it ran out of memory."""
+    return trial.state == TrialState.PRUNED and data.records[trial.number].reason in (Reason.NAN, Reason.OOM)
 
 
 def _epochs_run(trial: FrozenTrial, record: TrialRecord) -> int:
