@@ -145,8 +145,38 @@ def drop_inside_call(url: str, pid: int, table: str, what: str, timeout: float =
         terminate(url, [pid])
 
 
-class CommitCutter:
-    """A TCP relay to the PostgreSQL server that loses the answer to chosen COMMITs.
+class Relay:
+    """A TCP relay on a free local port to the database server on `server_port`; `relay(client, server)`
+    passes the bytes of each new connection."""
+
+    def __init__(self, server_port: int) -> None:
+        self.server_port = server_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, url: str) -> str:
+        return make_url(url).set(port=self.port).render_as_string(hide_password=False)
+
+    def close(self) -> None:
+        for end in [self._listener, *self._sockets]:
+            end.close()
+
+    def relay(self, client: socket.socket, server: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                server = socket.create_connection(("127.0.0.1", self.server_port))
+                self._sockets += [client, server]
+                self.relay(client, server)
+
+
+class CommitCutter(Relay):
+    """A relay to the PostgreSQL server that loses the answer to chosen COMMITs.
 
     For each pattern in turn: once a client sends a statement that matches it, the next COMMIT on that
     connection reaches the server, which commits, but its answer is dropped and the connection closed,
@@ -158,26 +188,12 @@ class CommitCutter:
         self.patterns = [re.compile(pattern) for pattern in patterns]
         self.cut = 0
         self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(5432)
 
-    def url(self, url: str) -> str:
-        return make_url(url).set(port=self.port).render_as_string(hide_password=False)
-
-    def close(self) -> None:
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", 5432))
-            cutting = threading.Event()
-            threading.Thread(target=self._to_server, args=(client, server, cutting), daemon=True).start()
-            threading.Thread(target=self._to_client, args=(server, client, cutting), daemon=True).start()
+    def relay(self, client: socket.socket, server: socket.socket) -> None:
+        cutting = threading.Event()
+        threading.Thread(target=self._to_server, args=(client, server, cutting), daemon=True).start()
+        threading.Thread(target=self._to_client, args=(server, client, cutting), daemon=True).start()
 
     def _to_server(self, client: socket.socket, server: socket.socket, cutting: threading.Event) -> None:
         armed = False
@@ -202,36 +218,20 @@ class CommitCutter:
             end.close()
 
 
-class SilentRelay:
-    """A TCP relay to a server that falls silent on `cut()`: it passes no more bytes either way and closes
-    nothing, as a firewall dropping packets or a dead database node would."""
+class SilentRelay(Relay):
+    """A relay that falls silent on `cut()`: it passes no more bytes either way and closes nothing, as a
+    firewall dropping packets or a dead database node would."""
 
-    def __init__(self, port: int) -> None:
-        self.server_port = port
+    def __init__(self, server_port: int) -> None:
         self.silent = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def url(self, url: str) -> str:
-        return make_url(url).set(port=self.port).render_as_string(hide_password=False)
+        super().__init__(server_port)
 
     def cut(self) -> None:
         self.silent.set()
 
-    def close(self) -> None:
-        for end in [self._listener, *self._sockets]:
-            end.close()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self._listener.accept()
-                server = socket.create_connection(("127.0.0.1", self.server_port))
-                self._sockets += [client, server]
-                for source, target in ((client, server), (server, client)):
-                    threading.Thread(target=self._pass, args=(source, target), daemon=True).start()
+    def relay(self, client: socket.socket, server: socket.socket) -> None:
+        for source, target in ((client, server), (server, client)):
+            threading.Thread(target=self._pass, args=(source, target), daemon=True).start()
 
     def _pass(self, source: socket.socket, target: socket.socket) -> None:
         with contextlib.suppress(OSError):
