@@ -19,6 +19,7 @@ import losses
 from data import evaluate_objects, load_dataset
 from optimize.errors import ConfigError
 from optimize.results.record import OBJECT_METRICS, read_record, stored_val_counts
+from optimize.results.report import write_report
 from optimize.results.report._findings import baselines
 from optimize.results.report._tables import enqueued_table, study_data, top_table
 from optimize.results.status import status_text
@@ -252,3 +253,12 @@ def test_status_shows_the_best_trials_bead_metrics_under_it_not_under_a_running_
     assert lines[best + 1].strip().startswith("beads (IoU 0.5): object_f1 0.7000  object_ap50 0.3500")
     assert lines[best + 2] == "running:" and lines[best + 3].startswith("  trial    4  epoch   6")
     assert sum("beads (IoU 0.5)" in line for line in lines) == 1
+
+
+def test_the_rank_correlation_of_a_metric_that_never_varies_is_said_to_be_undefined(tmp_path, recwarn):
+    """Spearman's rho of a constant column is NaN, and scipy warns about it on stderr; say why instead."""
+    same_f1 = [(TrialState.COMPLETE, 0.2 + k / 100, 0.5, False) for k in range(3)]
+    out = write_report(metric_study("val_object_f1", same_f1), None, tmp_path / "report")
+    markdown = (out / "REPORT.md").read_text()
+    assert "object F1 over these trials: n/a (val_object_f1 the same in every trial)." in markdown
+    assert not [warning for warning in recwarn if "constant" in str(warning.message).lower()]

@@ -147,9 +147,13 @@ def bead_metrics(data: tables.ReportData) -> Section:
         Table("object_metrics", table, "Bead-level metrics of the top COMPLETE trials"),
     ]
     if len(table) >= 3:
-        rho = table["val_jaccard"].corr(table["val_object_f1"], method="spearman")
+        constant = [name for name in ("val_jaccard", "val_object_f1") if table[name].nunique() < 2]
+        if constant:
+            correlation = f"n/a ({' and '.join(constant)} the same in every trial)"
+        else:
+            correlation = f"{table['val_jaccard'].corr(table['val_object_f1'], method='spearman'):.2f}"
         section.blocks.append(
-            Text(f"Rank correlation (Spearman) of val Jaccard and object F1 over these trials: {rho:.2f}.")
+            Text(f"Rank correlation (Spearman) of val Jaccard and object F1 over these trials: {correlation}.")
         )
     all_scored = data.complete[data.complete["val_object_f1"].notna()]
     section.blocks.append(
