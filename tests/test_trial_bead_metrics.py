@@ -262,3 +262,9 @@ def test_the_rank_correlation_of_a_metric_that_never_varies_is_said_to_be_undefi
     markdown = (out / "REPORT.md").read_text()
     assert "object F1 over these trials: n/a (val_object_f1 the same in every trial)." in markdown
     assert not [warning for warning in recwarn if "constant" in str(warning.message).lower()]
+
+
+def test_status_lists_a_trial_that_a_heartbeat_check_failed_among_the_reasons():
+    """Such a trial stores no reason (its worker was gone); the report names it, and so must status."""
+    lines = status_text(metric_study("val_jaccard", [*F1_TRIALS, (TrialState.FAIL, 0.1, None, False)])).splitlines()
+    assert lines[lines.index("reasons (latest):") + 1 :] == ["  trial    4  FAIL     worker lost (heartbeat)"]

@@ -131,6 +131,8 @@ HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "jaccard", "val_jaccard", "lr", 
 MAX_ERROR_CHARS = 500
 LEGACY_PRUNED = re.compile(r"pruned at epoch (\d+)")
 BUDGET_TEXT = "budget reached: not run"
+HEARTBEAT_LOST = "worker lost (heartbeat)"
+"""What a FAIL trial without a reason shows: a heartbeat check failed it (its worker died or lost the database)."""
 
 
 class Reason(StrEnum):

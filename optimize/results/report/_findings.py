@@ -12,11 +12,11 @@ from optuna.trial import TrialState
 from scipy import stats
 
 from optimize.results.formatting import format_value
-from optimize.results.record import VAL_JACCARD
+from optimize.results.record import HEARTBEAT_LOST, VAL_JACCARD
 from optimize.search.space import ParamSpec
 
 from ._render import jaccard
-from ._tables import ALPHA, HEARTBEAT_LOST, ReportData, stopped_by_fault, study_metric_name, value_groups
+from ._tables import ALPHA, ReportData, stopped_by_fault, study_metric_name, value_groups
 
 EDGE = 0.1
 NEAR_MAX_EPOCHS = 0.9

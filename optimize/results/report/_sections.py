@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 
 from optimize.results.confirmation import confirmation_plan, confirmed_pick, load_confirmation
 from optimize.results.formatting import format_params
-from optimize.results.record import VAL_JACCARD
+from optimize.results.record import HEARTBEAT_LOST, VAL_JACCARD
 
 from . import _figures as figures
 from . import _tables as tables
@@ -346,7 +346,7 @@ def workers(data: tables.ReportData) -> Section:
         section.blocks.append(Text("No failed, interrupted or retried trials."))
     else:
         section.blocks.append(
-            Text(f"A FAIL trial without a reason was marked FAIL by a heartbeat check: `{tables.HEARTBEAT_LOST}`.")
+            Text(f"A FAIL trial without a reason was marked FAIL by a heartbeat check: `{HEARTBEAT_LOST}`.")
         )
         section.blocks.append(Table("failures", failed, "Failures and retries"))
     return section

@@ -16,6 +16,7 @@ from scipy import stats
 from optimize.results.formatting import format_value
 from optimize.results.frame import stored_config, trials_frame
 from optimize.results.record import (
+    HEARTBEAT_LOST,
     OBJECT_METRICS,
     VAL_JACCARD,
     VAL_OBJECT_F1,
@@ -32,7 +33,6 @@ MAX_LEVELS = 6
 MAX_BINS = 4
 ALPHA = 0.05
 HEATMAP_PARAMS = ("learning_rate", "batch_size")
-HEARTBEAT_LOST = "worker lost (heartbeat)"
 UNRECORDED_WORKER = "unrecorded"
 
 
