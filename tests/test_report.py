@@ -19,6 +19,7 @@ from scipy import stats
 from optimize.cli import main
 from optimize.results.record import HISTORY_ATTR, history_columns, read_record
 from optimize.results.report import write_report
+from optimize.results.report._tables import convergence_table, study_data
 from optimize.workers.objective import history_summary
 from tests.helpers import dump_dom, needs_chromium, uncaught_errors
 
@@ -560,3 +561,19 @@ def test_a_searched_max_epochs_is_each_trials_own(tmp_path):
     epochs = pd.read_csv(tmp_path / "report" / "tables" / "epochs.csv").set_index("state")
     assert epochs.loc["COMPLETE", "epochs_at_max"] == epochs.loc["COMPLETE", "epochs_run"] == 60
     assert "4 of 4 COMPLETE trials peaked at epoch ≥ 90% of their max_epochs: raise max_epochs" in markdown
+
+
+def test_a_best_epoch_0_from_an_imported_row_gets_no_jaccard_per_epoch():
+    """The users' scripts may count epochs from 0, and import-results keeps their best epoch: 0.4 / 0 is no rate."""
+    distributions = {"loss": CategoricalDistribution(["dice", "focal", "combined"])}
+    trials = [
+        optuna.trial.create_trial(
+            value=value,
+            params={"loss": "dice"},
+            distributions=distributions,
+            user_attrs={"best_epoch": best_epoch, "epochs_run": 5, "best_val_jaccard": value},
+        )
+        for value, best_epoch in ((0.4, 0), (0.3, 3))
+    ]
+    table = convergence_table(study_data(study_of("imported", MADE_CONFIG, trials))).set_index("number")
+    assert math.isnan(table.loc[0, "jaccard_per_epoch"]) and table.loc[1, "jaccard_per_epoch"] == pytest.approx(0.1)

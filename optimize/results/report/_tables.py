@@ -290,13 +290,15 @@ def curve_trials(data: ReportData) -> tuple[FrozenTrial | None, FrozenTrial | No
 
 
 def convergence_table(data: ReportData) -> pd.DataFrame:
-    """Best epoch, val Jaccard, Jaccard per epoch, stability and train–val gap of each scored trial."""
+    """Best epoch, val Jaccard, Jaccard per epoch (none at a best epoch 0), stability and train–val gap of each
+    scored trial."""
     columns = ["number", "state", "best_epoch", "epochs_run", "val_jaccard", "stability", "train_val_gap"]
     scored = data.scored
     if scored.empty:
         return pd.DataFrame(columns=[*columns, "jaccard_per_epoch"])
     table = scored[scored["best_epoch"].notna()][columns].copy()
-    table["jaccard_per_epoch"] = table["val_jaccard"] / table["best_epoch"].astype(float)
+    epochs = table["best_epoch"].astype(float)
+    table["jaccard_per_epoch"] = table["val_jaccard"] / epochs.where(epochs > 0)
     return table.sort_values("number").reset_index(drop=True)
 
 
