@@ -55,9 +55,9 @@ def _best(data: ReportData) -> pd.Series | None:
 def edge_of_range(data: ReportData, anova: pd.DataFrame) -> list[Finding]:
     """The best value in the outer 10 % of a searched range (log scale for log ranges), or an extreme choice.
 
-    Only where the trials back it: most of the `TOP_TRIALS` best COMPLETE trials sit at the same edge, and
-    the parameter's groups do not test as alike (ANOVA p > ALPHA); one lucky trial at an edge is no reason
-    to widen a range.
+    Only where the trials back it: most of the `TOP_TRIALS` best COMPLETE trials sit at the same edge and,
+    where ANOVA can be computed, the parameter's groups differ (p ≤ ALPHA); one lucky trial at an edge is no
+    reason to widen a range.
     """
     best = _best(data)
     if best is None:
