@@ -279,6 +279,14 @@ def _stored_reason(attrs: Mapping[str, Any]) -> tuple[Reason | None, int | None,
     return Reason.ERROR, None, str(stored)
 
 
+def shown_reason(trial: FrozenTrial, record: TrialRecord) -> str | None:
+    """The trial's reason as status and the report show it; a FAIL trial without one was failed by a heartbeat
+    check (`HEARTBEAT_LOST`)."""
+    if record.reason_text is None and trial.state == TrialState.FAIL:
+        return HEARTBEAT_LOST
+    return record.reason_text
+
+
 def describe_reason(reason: Reason, pruned_epoch: int | None = None, error: str | None = None) -> str:
     """How status, the run's trial lines and the report show a reason."""
     if reason == Reason.PRUNED and pruned_epoch is not None:

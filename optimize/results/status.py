@@ -10,10 +10,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optimize.results.formatting import format_params, format_scores
 from optimize.results.record import (
-    HEARTBEAT_LOST,
     OBJECT_METRICS,
     VAL_JACCARD,
     read_record,
+    shown_reason,
     study_metric,
     trial_value,
 )
@@ -52,17 +52,11 @@ def status_text(study: optuna.Study) -> str:
                 f"{'   -  ' if last is None else f'{last:.4f}'}  for {(now - started).total_seconds():6.0f} s"
                 f"  {format_params(trial.params)}"
             )
-    ended = [(trial, text) for trial in trials if (text := reason_shown(trial))][-RECENT_REASONS:]
+    ended = [(trial, text) for trial in trials if (text := shown_reason(trial, read_record(trial)))][-RECENT_REASONS:]
     if ended:
         lines.append("reasons (latest):")
         lines += [f"  trial {trial.number:4d}  {trial.state.name:<8} {text}" for trial, text in ended]
     return "\n".join(lines)
-
-
-def reason_shown(trial: FrozenTrial) -> str | None:
-    """The trial's reason as status lists it; a FAIL trial without one was failed by a heartbeat check."""
-    text = read_record(trial).reason_text
-    return HEARTBEAT_LOST if text is None and trial.state == TrialState.FAIL else text
 
 
 def best_text(study: optuna.Study, best: FrozenTrial) -> str:

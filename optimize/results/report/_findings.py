@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from scipy import stats
 
 from optimize.results.formatting import format_value
-from optimize.results.record import HEARTBEAT_LOST, VAL_JACCARD
+from optimize.results.record import VAL_JACCARD, shown_reason
 from optimize.search.space import ParamSpec
 
 from ._render import jaccard
@@ -307,7 +307,7 @@ def failures(data: ReportData) -> list[Finding]:
     failed = [trial for trial in data.trials if trial.state == TrialState.FAIL]
     if not failed:
         return []
-    reasons = Counter(data.records[trial.number].reason_text or HEARTBEAT_LOST for trial in failed)
+    reasons = Counter(shown_reason(trial, data.records[trial.number]) for trial in failed)
     listed = "; ".join(f"{reason} × {n}" for reason, n in reasons.most_common())
     return [Finding("failures", f"{len(failed)} of {len(data.trials)} trials failed: {listed}.")]
 

@@ -57,7 +57,7 @@ def summary(data: tables.ReportData) -> Section:
     best = data.complete.iloc[0]
     trial = next(t for t in data.trials if t.number == best["number"])
     record = data.records[trial.number]
-    metric = study_metric_name(data)
+    metric = tables.study_metric_name(data)
     chosen = "" if metric == VAL_JACCARD else f"by the study's metric `{metric}` = **{trial.value:.4f}**, "
     section.blocks.append(
         Text(
@@ -359,11 +359,6 @@ def _finding_blocks(found: list) -> list:
         Text("Each finding comes from a fixed rule over the numbers above (rule name in bold)."),
         Items([f"**{finding.rule}**: {finding.text}" for finding in found]),
     ]
-
-
-def study_metric_name(data: tables.ReportData) -> str:
-    """The metric the study maximizes, from its stored config (val Jaccard when unknown)."""
-    return tables.study_metric_name(data)
 
 
 def _or_na(value: object) -> str:

@@ -16,13 +16,13 @@ from scipy import stats
 from optimize.results.formatting import format_value
 from optimize.results.frame import stored_config, trials_frame
 from optimize.results.record import (
-    HEARTBEAT_LOST,
     OBJECT_METRICS,
     VAL_JACCARD,
     VAL_OBJECT_F1,
     Reason,
     TrialRecord,
     read_record,
+    shown_reason,
     stored_val_counts,
 )
 from optimize.search.config import StudyConfig
@@ -394,7 +394,7 @@ def failures_table(data: ReportData) -> pd.DataFrame:
         record = data.records[trial.number]
         if trial.state != TrialState.FAIL and record.retry_of is None and record.reason != Reason.INTERRUPTED:
             continue
-        reason = record.reason_text or (HEARTBEAT_LOST if trial.state == TrialState.FAIL else "")
+        reason = shown_reason(trial, record) or ""
         rows.append(
             (
                 trial.number,
