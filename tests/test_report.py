@@ -294,7 +294,10 @@ def test_advice_needs_support(tmp_path, capsys):
 
     assert "consider fixing loss" not in findings  # the old rule advised the n = 1 group
     assert "best group combined (mean 0.9" in lines["loss"]
-    assert "No advice on loss: the best group combined has only 1 trial (needs ≥ 3); " in lines["loss"]
+    assert (
+        "No advice on loss: the best group combined has only 1 trial (needs ≥ 3), and the F and p leave it out "
+        "(they need ≥ 2 trials per group); " in lines["loss"]
+    )
     assert f"only 1 of the 3 best trials ({numbers}) uses combined; the others use dice, focal" in lines["loss"]
 
     dropout = [t.value for t in study.trials if t.params["dropout"] == 0.2]

@@ -153,7 +153,10 @@ def parameter_effects(data: ReportData, impact: pd.DataFrame, anova: pd.DataFram
         agreeing = top_values.count(value)
         objections = []
         if best["count"] < MIN_GROUP_TRIALS:
-            objections.append(f"the best group {value} has only {_trials(best['count'])} (needs ≥ {MIN_GROUP_TRIALS})")
+            outside = ", and the F and p leave it out (they need ≥ 2 trials per group)" if best["count"] < 2 else ""
+            objections.append(
+                f"the best group {value} has only {_trials(best['count'])} (needs ≥ {MIN_GROUP_TRIALS}){outside}"
+            )
         if agreeing * 2 <= len(top_values):
             objections.append(_disagreement(value, top_numbers, top_values))
         if not significant:
