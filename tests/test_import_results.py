@@ -126,6 +126,23 @@ def test_users_results_become_complete_trials_with_their_histories(studies, tmp_
     assert "COMPLETE 2" in status.stdout, status.stdout
 
 
+def test_a_history_of_a_run_that_diverged_is_imported_with_its_nan_epochs(studies, tmp_path):
+    """A Keras history holds `nan` once a run diverges; its finite epochs still become intermediate values."""
+    csv = users_folder(tmp_path / "old", rows=USERS_ROWS[:1])
+    history = keras_history([0.1, 0.31, 0.2]).splitlines()
+    history[3] = "nan,0.5,nan,nan,nan,0.9,nan,nan,1e-04"
+    (csv.parent / "history_unet_bs8_dr0.0_dice.csv").write_text("\n".join(history) + "\n")
+
+    result = import_results("tiny", csv, "--allow-different-data")
+
+    assert result.returncode == 0, result.stderr
+    assert counts(result.stdout)["imported"] == 1
+    (trial,) = load(studies).get_trials()
+    assert trial.intermediate_values == {1: 0.1, 2: 0.31}
+    assert trial.system_attrs[HISTORY_ATTR]["val_jaccard"] == [0.1, 0.31, None]
+    assert trial.system_attrs[HISTORY_ATTR]["loss"] == [0.8, 0.8, None]
+
+
 def test_the_usual_spelling_loss_type_and_lr_named_histories(studies, tmp_path):
     """`best_val_jaccard`, the older scripts' `loss_type` and `history_lr<lr>_bs<bs>_dr<dropout>_<loss>.csv`; a
     history of another run of the same configuration (a random search's repeat) is not attached."""
@@ -237,6 +254,11 @@ BAD_FILES = {
         ("row 2, column final_val_jacard", "'1.5' is not a number in [0, 1]"),
     ),
     "not a CSV": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", ("not a CSV text file",)),
+    # Read leniently, the open quote swallowed rows 3 and 4 into row 2's last cell: 1 row read, exit 0.
+    "a quote left open": (
+        USERS_HEADER + '\nunet,8,0.0,dice,0.001,0.3,1,3,0.2,"x.hdf5\n' + USERS_ROWS[0] + "\n" + USERS_ROWS[1] + "\n",
+        ("line 4: not a CSV file: a quoted cell is never closed",),
+    ),
 }
 
 

@@ -510,9 +510,11 @@ def _number(
     integer: bool = False,
     low: float | None = None,
     high: float | None = None,
+    non_finite: bool = False,
 ) -> Any:
     """A cell as a finite number (an integer, with `integer`; `16.0` counts) in [`low`, `high`] (either bound may
-    be None), None when empty; else an error."""
+    be None), None when empty; else an error. With `non_finite`, `nan` and `inf` cells read as NaN (a Keras
+    history of a run that diverged holds them)."""
     text = cell.strip()
     if not text:
         return None
@@ -525,6 +527,8 @@ def _number(
         value = float(text)
     except ValueError:
         raise table.error(number, column, f"{text!r} is not {expected}") from None
+    if non_finite and not math.isfinite(value):
+        return math.nan
     if not math.isfinite(value) or (integer and not value.is_integer()):
         raise table.error(number, column, f"{text!r} is not {expected}")
     if (low is not None and value < low) or (high is not None and value > high):
@@ -590,7 +594,7 @@ def _users_history(
     for epoch, (row, values) in enumerate(history.rows, start=1):
         parsed = {"epoch": float(epoch), "seconds": math.nan}
         for ours, column in found.items():
-            cell = None if column is None else _number(history, row, column, values[column])
+            cell = None if column is None else _number(history, row, column, values[column], non_finite=True)
             parsed[ours] = math.nan if cell is None else cell
         rows.append(parsed)
     best = max((row["val_jaccard"] for row in rows if math.isfinite(row["val_jaccard"])), default=None)
@@ -627,7 +631,9 @@ def _export_history(path: Path) -> list[dict[str, float]] | None:
         parsed = {}
         for column in HISTORY_COLUMNS:
             cell = (
-                _number(history, row, column, values[column], integer=column == "epoch") if column in values else None
+                _number(history, row, column, values[column], integer=column == "epoch", non_finite=True)
+                if column in values
+                else None
             )
             parsed[column] = math.nan if cell is None else float(cell)
         if math.isfinite(parsed["epoch"]):
@@ -678,10 +684,14 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
         raise UserError(f"{path}: not a CSV text file (byte {error.start} is not UTF-8 text)") from None
     if "\x00" in text:
         raise UserError(f"{path}: not a CSV text file (it holds NUL bytes)")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
-        records = list(csv.reader(io.StringIO(text, newline="")))
+        records = list(reader)
     except csv.Error as error:
-        raise UserError(f"{path}: not a CSV file: {error}") from None
+        where = f"line {reader.line_num}"
+        if str(error) == "unexpected end of data":
+            raise UserError(f"{path} {where}: not a CSV file: a quoted cell is never closed") from None
+        raise UserError(f"{path} {where}: not a CSV file: {error}") from None
     if not records or not any(cell.strip() for cell in records[0]):
         raise UserError(f"{path} row 1: empty; expected a header row of column names")
     header = [cell.strip() for cell in records[0]]
