@@ -26,6 +26,7 @@ from optimize.search.plans import (
     SPARSE_LEARNING_RATE,
     SPARSE_OBJECTS_PER_IMAGE,
     Fingerprint,
+    PlanError,
     Target,
     fingerprint,
     learning_rate_range,
@@ -167,6 +168,16 @@ def test_gpu_memory_bounds_the_batch_size():
     assert any(start.left_out == "batch_size 32 not in [4, 8, 16]" for start in plan.warm_starts)
 
 
+def test_an_image_too_large_for_a_trials_share_of_the_gpu_is_refused():
+    """At 4096², base 64, one image needs more than a trial's share of an 80 GiB GPU: no batch size fits (the
+    plan used to write batch_size = 1 beside its own estimate of 0)."""
+    huge = users_fingerprint(height=4096, width=4096, area_mean=17_664.0, area_median=17_280.0)
+    with pytest.raises(
+        PlanError, match=r"one 4096x4096 image needs ~\d+ GiB .* plan for smaller images with --image-size"
+    ):
+        make_plan("huge", huge, Target("gpu", "jax", 80.0, "test"), "../d")
+
+
 def comments(text: str) -> str:
     """The study file's comments as one line (the reasons are wrapped)."""
     return " ".join(line.removeprefix("# ") for line in text.splitlines() if line.startswith("# "))
@@ -246,6 +257,19 @@ def test_bad_input_is_one_line(data_sets, studies, tmp_path):
     write_pngs(empty, np.zeros((3, 32, 32, 1)), np.zeros((3, 32, 32, 1)))
     no_beads = new_study("x", empty)
     assert no_beads.returncode == 1 and "masks hold no object" in no_beads.stderr and "Traceback" not in no_beads.stderr
+
+    # Both were written, and `optimize run` then refused them.
+    full = tmp_path / "full"
+    write_pngs(full, np.zeros((3, 32, 32, 1)), np.ones((3, 32, 32, 1)))
+    all_bead = new_study("x", full)
+    assert all_bead.returncode == 1 and all_bead.stderr.count("\n") == 1, all_bead.stderr
+    assert "every mask is entirely bead (no background pixel)" in all_bead.stderr
+    one = tmp_path / "one"
+    write_pngs(one, *make_microbeads(1, 32, seed=1))
+    single = new_study("x", one)
+    assert single.returncode == 1 and single.stderr.count("\n") == 1, single.stderr
+    assert "1 image; a study needs at least 2" in single.stderr
+    assert not (studies / "x.toml").exists()
 
     odd = tmp_path / "odd"
     images, masks = make_microbeads(4, 30, seed=1)

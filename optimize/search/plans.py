@@ -523,6 +523,12 @@ def rule_batch_size(fp: Fingerprint, target: Target, base_filters: int, n_train:
         reasons.append(f"CPU: up to {fits} (studies/demo.toml), a step's time grows with the batch")
     by_steps = n_train // MIN_FULL_BATCHES
     reasons.append(f"{n_train} training images: at most {by_steps}, an epoch trains on full batches only")
+    if fits < 1:
+        raise PlanError(
+            f"{fp.folder}: one {fp.size} image needs ~{per_image:.2g} GiB at base {base_filters}, more than a "
+            f"trial's share of a {target.gpu_gib:.0f} GiB GPU ({share:.0f} GiB at {TRIALS_PER_GPU} trials per GPU); "
+            "plan for smaller images with --image-size"
+        )
     sizes = [size for size in BATCH_SIZES if size <= min(cap, fits, by_steps)]
     if not sizes:
         sizes = [max(1, min(BATCH_SIZES[0], by_steps, fits))]
@@ -689,6 +695,15 @@ def make_plan(name: str, fp: Fingerprint, target: Target, data_dir: str) -> Plan
     """The study plan for a fingerprint and target: every rule, in file order."""
     if fp.objects_mean == 0:
         raise PlanError(f"{fp.folder}: the masks hold no object; nothing to plan from (expected beads in masks/)")
+    if fp.foreground_fraction >= 1:
+        raise PlanError(
+            f"{fp.folder}: every mask is entirely bead (no background pixel); a mask marks beads with non-zero "
+            "pixels and background with 0"
+        )
+    if fp.n_images < 2:
+        raise PlanError(
+            f"{fp.folder}: {fp.n_images} image; a study needs at least 2 (one to train on, one to validate on)"
+        )
     split = rule_split(fp)
     n_train = train_images(fp, split.settings["val_fraction"])
     model = rule_model(fp, target)
