@@ -178,6 +178,14 @@ def test_importing_twice_adds_nothing(studies, tmp_path):
     assert "row 3: already present as trial 1" in again.stdout
     assert [(trial.number, trial.params, trial.value) for trial in load(studies).get_trials()] == before
 
+    # The same rows saved again by a spreadsheet, numbers written otherwise: other cells, the same results.
+    resaved = csv.with_name("resaved.csv")
+    resaved.write_text(csv.read_text().replace(",0.31,", ",0.310,").replace(",5e-05,", ",0.00005,"))
+    third = import_results("tiny", resaved, "--allow-different-data")
+    assert third.returncode == 0, third.stderr
+    assert counts(third.stdout) == {"rows read": 7, "imported": 0, "skipped": 5, "already present": 2}
+    assert [(trial.number, trial.params, trial.value) for trial in load(studies).get_trials()] == before
+
     # The same rows in another order and column order, in a copy elsewhere, are still the same rows.
     lines = csv.read_text().splitlines()
     columns = lines[0].split(",")
@@ -410,6 +418,12 @@ def test_export_best_round_trip_into_a_new_study(studies, tmp_path):
     assert counts(again.stdout)["already present"] == len(complete) and counts(again.stdout)["imported"] == 0
     assert "note: --allow-different-data was not needed: the file's data match the study's" in again.stdout
     assert len(load(studies, "copy").get_trials()) == len(complete)
+
+    # The study's own export into itself: its COMPLETE trials are there already, as themselves.
+    itself = import_results("tiny", csv)
+    assert itself.returncode == 0, itself.stderr
+    assert counts(itself.stdout)["imported"] == 0 and counts(itself.stdout)["already present"] == len(complete)
+    assert len(load(studies, "tiny").get_trials()) == len(source)
 
     # Another data set: refused until confirmed.
     (studies / "other.toml").write_text(

@@ -34,8 +34,9 @@ the row's (its `histories/` belongs to another export). Every row is read and ch
 opened, so a refused file changes nothing.
 
 Each imported trial gets the user attrs `imported_from` ("FILE:ROW") and `imported_hash`, a hash of the row's
-cells: a row whose hash the study already holds is not added again, so importing a file twice, or a later
-export of the same study, adds only what is new.
+cells. A row is not added again when the study holds its hash or a trial with its state, parameters and
+value, so importing a file twice, the same file saved again by a spreadsheet, or a study's own export adds
+only what is new.
 """
 
 from __future__ import annotations
@@ -241,17 +242,24 @@ def data_problem(plan: ImportPlan, study_stats: dict) -> str | None:
 
 
 def add_imported(study: optuna.Study, plan: ImportPlan) -> ImportResult:
-    """Add the planned trials the study does not hold yet (by `imported_hash`); returns what was added.
+    """Add the planned trials the study does not hold yet; returns what was added.
 
-    Each trial is one write; were the database to fail in between, running the import again adds the rest.
+    The study holds a planned trial when one of its trials has the row's `imported_hash` (the same cells) or
+    the same state, parameters and value (the same result written otherwise: numbers a spreadsheet saved
+    again, a state's case, or the study's own trials in its export). Each trial is one write; were the
+    database to fail in between, running the import again adds the rest.
     """
-    held = {
-        trial.user_attrs.get(IMPORTED_HASH): trial.number
-        for trial in with_retry(lambda: study.get_trials(deepcopy=False), "reading trials")
-        if trial.user_attrs.get(IMPORTED_HASH)
-    }
-    present = [(planned.row, held[planned.key]) for planned in plan.planned if planned.key in held]
-    new = [planned for planned in plan.planned if planned.key not in held]
+    trials = with_retry(lambda: study.get_trials(deepcopy=False), "reading trials")
+    by_hash = {trial.user_attrs[IMPORTED_HASH]: trial.number for trial in trials if trial.user_attrs.get(IMPORTED_HASH)}
+    present, new = [], []
+    for planned in plan.planned:
+        held = by_hash.get(planned.key)
+        if held is None:
+            held = next((trial.number for trial in trials if _same_result(trial, planned.trial)), None)
+        if held is None:
+            new.append(planned)
+        else:
+            present.append((planned.row, held))
     before = {trial.number for trial in study.get_trials(deepcopy=False)}
     for planned in new:
         with_retry(lambda planned=planned: study.add_trial(planned.trial), "adding an imported trial")
@@ -386,6 +394,10 @@ def _plan(
         system_attrs=system_attrs,
         intermediate_values=intermediate,
     )
+    same = next((planned.row for planned in plan.planned if _same_result(planned.trial, trial)), None)
+    if same is not None:
+        plan.skipped.append(Skipped(number, f"the same state, parameters and value as row {same}"))
+        return
     plan.planned.append(Planned(number, key, trial))
 
 
@@ -450,6 +462,16 @@ def _in_space(distribution: BaseDistribution, value: Any) -> Any:
     except ValueError:
         return None
     return distribution.to_external_repr(internal) if distribution._contains(internal) else None
+
+
+def _same_result(trial: FrozenTrial, other: FrozenTrial) -> bool:
+    """The same state, parameters and value (numbers equal to float round-off)."""
+    return (
+        trial.state == other.state
+        and trial.params.keys() == other.params.keys()
+        and all(_same(trial.params[name], other.params[name]) for name in trial.params)
+        and _same(trial.value, other.value)
+    )
 
 
 def _same(value: Any, other: Any) -> bool:
