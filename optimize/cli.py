@@ -16,7 +16,7 @@ from pathlib import Path
 
 from optimize.errors import UsageError, UserError
 from optimize.keras_import import import_keras
-from optimize.limits import IMAGE_SIZE_REASON, MAX_IMAGE_SIZE, MAX_SEED, MIN_SYNTHETIC_SIZE
+from optimize.limits import IMAGE_SIZE_REASON, MAX_IMAGE_SIZE, MAX_PREDICT_BATCH, MAX_SEED, MIN_SYNTHETIC_SIZE
 from optimize.stop_signals import raise_if_stopped, signal_exit_code, stop_behind, stop_signals_unwind
 
 DEFAULT_DASHBOARD_PORT = 8080
@@ -377,10 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--batch-size",
-        type=positive_int,
+        type=predict_batch_size,
         default=8,
         metavar="N",
-        help="tiles the model predicts at once (default: %(default)s)",
+        help=f"tiles the model predicts at once, 1 to {MAX_PREDICT_BATCH} (default: %(default)s)",
     )
 
     warm = command(
@@ -667,9 +667,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Check the paths before Keras loads (quietly), then segment every image; see `optimize.inference.predict`."""
-    from optimize.inference.predict import image_inputs, predict_folder
+    from optimize.inference.predict import check_out, image_inputs, predict_folder
 
     files = image_inputs(args.model, args.images)
+    check_out(args.out)
     import_keras()
     summary = predict_folder(
         args.model, files, args.out, threshold=args.threshold, overlap=args.overlap, batch_size=args.batch_size
@@ -816,6 +817,10 @@ def bounded_int(text: str, low: int, high: int | None, expected: str) -> int:
     if value is None or value < low or (high is not None and value > high):
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def predict_batch_size(text: str) -> int:
+    return bounded_int(text, 1, MAX_PREDICT_BATCH, f"an integer from 1 to {MAX_PREDICT_BATCH}")
 
 
 def iou_threshold(text: str) -> float:

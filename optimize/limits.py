@@ -12,3 +12,6 @@ IMAGE_SIZE_REASON = "one 512x512 image already takes ~1 GiB of GPU memory in tra
 MAX_SYNTHETIC_PIXELS = 2**30
 """The most pixels `[data.synthetic]` may generate: 4 GiB per float32 array (images, masks and their split
 copies each hold one)."""
+MAX_PREDICT_BATCH = 1024
+"""The most tiles `optimize predict --batch-size` predicts at once: 1024 tiles of 512² float32 are 1 GiB on the
+host, and every batch is padded to the full size."""

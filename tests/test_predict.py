@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -31,6 +32,7 @@ from optimize.cli import main
 from optimize.inference import (
     find_beads,
     load_model,
+    predict_folder,
     predict_tiled,
     tile_starts,
     tile_weights,
@@ -431,6 +433,60 @@ def test_predict_errors(predict_setup, tmp_path, capsys):
     with contextlib.redirect_stderr(io.StringIO()) as usage, pytest.raises(SystemExit) as exit_info:
         main(["predict", "--model", model_file, "--images", images, "--out", out, "--threshold", "1.5"])
     assert exit_info.value.code == 2 and "expected a probability threshold in (0, 1), got '1.5'" in usage.getvalue()
+    with contextlib.redirect_stderr(io.StringIO()) as usage, pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--model", model_file, "--images", images, "--out", out, "--batch-size", "1000000000"])
+    assert exit_info.value.code == 2 and "expected an integer from 1 to 1024, got '1000000000'" in usage.getvalue()
+
+    shrinking = keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.Conv2D(1, 3, activation="sigmoid")])
+    shrinking.save(tmp_path / "shrinking.keras")
+    err = one_line_error(
+        ["predict", "--model", str(tmp_path / "shrinking.keras"), "--images", images, "--out", out], capsys
+    )
+    assert "(None, 30, 30, 1)" in err and "one probability channel of the same height and width out" in err
+    assert not Path(out).exists()
+
+
+class FailingStream(io.StringIO):
+    """Prediction's progress stream, failing at its second line: a run that stops after one image."""
+
+    def write(self, text: str) -> int:
+        if self.getvalue():
+            raise OSError("disk full")
+        return super().write(text)
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(out)): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
+
+
+def test_predict_replaces_its_own_outputs_whole_and_never_a_data_sets_masks(predict_setup, tmp_path, capsys):
+    """A data folder as --out is refused before anything runs (its masks would be replaced); a second run
+    into one folder replaces the first's outputs whole (no mask of an image it did not segment stays); a
+    run that fails part-way leaves the earlier outputs as they were, and nothing of its own."""
+    model_file = str(predict_setup["folder"] / "best_model.keras")
+    data = tmp_path / "data"
+    shutil.copytree(predict_setup["data"], data)
+    before = outputs(data)
+    err = one_line_error(
+        ["predict", "--model", model_file, "--images", str(data / "images"), "--out", str(data)], capsys
+    )
+    assert f"{data / 'masks'} holds 4 files that optimize predict did not write" in err and "--out" in err
+    assert outputs(data) == before
+
+    out, one_image = tmp_path / "out", tmp_path / "one image"
+    one_image.mkdir()
+    shutil.copyfile(sorted((data / "images").iterdir())[0], one_image / "other.png")
+    assert main(["predict", "--model", model_file, "--images", str(data / "images"), "--out", str(out)]) == 0
+    assert len(list((out / "masks").iterdir())) == 4
+    assert main(["predict", "--model", model_file, "--images", str(one_image), "--out", str(out)]) == 0
+    capsys.readouterr()
+    second = outputs(out)
+    assert sorted(second) == ["bead_areas.csv", "beads.csv", "labels/other.png", "masks/other.png"]
+
+    with pytest.raises(OSError, match="disk full"):
+        predict_folder(model_file, sorted((data / "images").iterdir()), out, stream=FailingStream())
+    assert outputs(out) == second
+    assert sorted(path.name for path in out.iterdir()) == ["bead_areas.csv", "beads.csv", "labels", "masks"]
 
 
 @pytest.mark.parametrize("bad", ["text renamed", "truncated"])

@@ -13,12 +13,20 @@ is thresholded and labelled (see `beads`). Written to the output folder:
 Keras is imported only by the functions that load or run a model, so the checks of the inputs come first
 and cost no Keras start-up: `image_inputs` reads every image once (`check_images`), so that an unreadable
 image stops the command before anything is written, never with the output folder half-written.
+
+The outputs are written into a hidden folder inside the output folder and moved into place only when every
+image is done: a failure or an interrupt leaves an earlier run's outputs as they were, and a new run
+replaces them whole (no mask of an image that is no longer in the folder stays behind). `check_out`
+refuses an output folder whose `masks/` or `labels/` hold files another program wrote (a data set's
+masks), which that replacement would delete.
 """
 
 from __future__ import annotations
 
 import csv
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +58,8 @@ SUMMARY_COLUMNS = (
     "median_bead_area_px",
 )
 BEAD_COLUMNS = ("image", "bead", "area_px", "centroid_y", "centroid_x")
+OUTPUT_FOLDERS = ("masks", "labels")
+OUTPUT_FILES = ("beads.csv", "bead_areas.csv")
 
 
 def load_model(path: str | Path, compile: bool = True) -> keras.Model:
@@ -88,6 +98,30 @@ def image_inputs(model_path: str | Path, images_dir: str | Path) -> list[Path]:
     return files
 
 
+def check_out(out: str | Path) -> None:
+    """UserError when `out` cannot take the outputs: a file where a folder goes or the reverse, or `masks/` or
+    `labels/` holding files without the `beads.csv` that marks an earlier run's outputs (a data set's own
+    masks, which a run would replace). Keras-free: called before anything is computed."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output folder {out} is a file; expected a folder (new or from an earlier predict)")
+    for name in OUTPUT_FOLDERS:
+        if (out / name).exists() and not (out / name).is_dir():
+            raise UserError(f"{out / name} is a file; expected the folder predict writes its {name} into")
+    for name in OUTPUT_FILES:
+        if (out / name).is_dir():
+            raise UserError(f"{out / name} is a folder; expected the CSV file predict writes there")
+    if (out / OUTPUT_FILES[0]).is_file():
+        return
+    for name in OUTPUT_FOLDERS:
+        held = sorted((out / name).iterdir()) if (out / name).is_dir() else []
+        if held:
+            raise UserError(
+                f"{out / name} holds {len(held)} files that optimize predict did not write (no {OUTPUT_FILES[0]} "
+                f"beside it; a data set's {name}?), which a run would replace; choose a new or empty --out"
+            )
+
+
 def check_images(files: Sequence[Path]) -> None:
     """UserError naming the first of `files` that cannot be segmented: one that cannot be read (not an image,
     a truncated file) or is not one grey or RGB(A) image.
@@ -110,11 +144,17 @@ def open_model(path: str | Path) -> keras.Model:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise UserError(f"{path} cannot be loaded as a Keras model: {reason}") from None
     inputs, outputs = model.inputs, model.outputs
-    if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0].shape) != 4 or tuple(outputs[0].shape[3:]) != (1,):
+    if (
+        len(inputs) != 1
+        or len(outputs) != 1
+        or len(inputs[0].shape) != 4
+        or tuple(outputs[0].shape[3:]) != (1,)
+        or tuple(outputs[0].shape[1:3]) != tuple(inputs[0].shape[1:3])
+    ):
         shapes = [tuple(tensor.shape) for tensor in inputs], [tuple(tensor.shape) for tensor in outputs]
         raise UserError(
             f"{path} maps {shapes[0]} to {shapes[1]}; expected one (batch, height, width, channels) image in "
-            "and one probability channel out, as `optimize run` builds models"
+            "and one probability channel of the same height and width out, as `optimize run` builds models"
         )
     height, width, _ = inputs[0].shape[1:]
     if height is None or width is None:
@@ -166,28 +206,46 @@ def predict_folder(
             "grey channel, as training reads them; expected a model trained by `optimize run`"
         )
     out = Path(out)
-    masks_dir, labels_dir = out / "masks", out / "labels"
-    masks_dir.mkdir(parents=True, exist_ok=True)
-    labels_dir.mkdir(parents=True, exist_ok=True)
-
-    summaries: list[dict[str, object]] = []
-    bead_rows: list[dict[str, object]] = []
-    predict_batch = _batch_predictor(model)
-    for number, path in enumerate(files, start=1):
-        image = _model_input(path)
-        prediction = predict_tiled(image, predict_batch, (tile_h, tile_w), overlap, batch_size)
-        beads = find_beads(prediction.probabilities, threshold)
-        _write_images(beads, path.stem, masks_dir, labels_dir)
-        summaries.append(beads.summary(path.name))
-        bead_rows.extend(beads.rows(path.name))
-        stream.write(
-            f"[{number}/{len(files)}] {path.name}: {image.shape[1]}x{image.shape[0]} px, {prediction.tiles} "
-            f"tile(s), {beads.count} beads, {beads.mask.mean():.1%} bead pixels\n"
-        )
-        stream.flush()
-    _write_csv(out / "beads.csv", SUMMARY_COLUMNS, summaries)
-    _write_csv(out / "bead_areas.csv", BEAD_COLUMNS, bead_rows)
+    check_out(out)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".predict-", dir=out))
+    try:
+        masks_dir, labels_dir = staging / "masks", staging / "labels"
+        masks_dir.mkdir()
+        labels_dir.mkdir()
+        summaries: list[dict[str, object]] = []
+        bead_rows: list[dict[str, object]] = []
+        predict_batch = _batch_predictor(model)
+        for number, path in enumerate(files, start=1):
+            image = _model_input(path)
+            prediction = predict_tiled(image, predict_batch, (tile_h, tile_w), overlap, batch_size)
+            beads = find_beads(prediction.probabilities, threshold)
+            _write_images(beads, path.stem, masks_dir, labels_dir)
+            summaries.append(beads.summary(path.name))
+            bead_rows.extend(beads.rows(path.name))
+            stream.write(
+                f"[{number}/{len(files)}] {path.name}: {image.shape[1]}x{image.shape[0]} px, {prediction.tiles} "
+                f"tile(s), {beads.count} beads, {beads.mask.mean():.1%} bead pixels\n"
+            )
+            stream.flush()
+        _write_csv(staging / "beads.csv", SUMMARY_COLUMNS, summaries)
+        _write_csv(staging / "bead_areas.csv", BEAD_COLUMNS, bead_rows)
+        _replace_outputs(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return PredictionSummary(images=len(files), beads=len(bead_rows), out=out)
+
+
+def _replace_outputs(staging: Path, out: Path) -> None:
+    """Move the finished outputs from `staging` into `out`, in place of an earlier run's (`beads.csv` last,
+    as it marks the folder as predict's)."""
+    for name in (*OUTPUT_FOLDERS, *reversed(OUTPUT_FILES)):
+        old = out / name
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
+        (staging / name).replace(old)
 
 
 def _model_input(path: Path) -> np.ndarray:
