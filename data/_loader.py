@@ -343,7 +343,10 @@ def _without_alpha(pixels: np.ndarray, has_alpha: bool, path: Path) -> tuple[np.
     channels are one colour everywhere and the alpha varies; then the alpha is the drawing (a mask
     painted in transparency). Any other 2 or 4 channels are refused, as they are not grey or RGB.
     """
-    pixels = np.squeeze(pixels)
+    while pixels.ndim > 3 and pixels.shape[0] == 1:  # a TIFF's page and sample axes
+        pixels = pixels[0]
+    if pixels.ndim == 3 and pixels.shape[0] == 1 and pixels.shape[-1] > 4:  # one page of a TIFF stack
+        pixels = pixels[0]
     if pixels.ndim == 3 and has_alpha and pixels.shape[-1] in (2, 4):
         colour, alpha = pixels[..., :-1], pixels[..., -1]
         if np.all(colour == colour[:1, :1]) and alpha.min() != alpha.max():

@@ -356,6 +356,31 @@ def test_a_two_channel_tiff_is_refused_unless_its_second_channel_is_alpha(tmp_pa
     np.testing.assert_allclose(load_dataset(tmp_path)[0][0, ..., 0], ramp() / 255, atol=1e-6)
 
 
+def test_images_one_pixel_high_or_wide_keep_their_shape(tmp_path):
+    """A row, a column, a dot and an RGB row read as (height, width): squeezing every axis of size 1 made a
+    grey row one-dimensional (refused) and an RGB row 3 px high and 50 wide. A TIFF's leading page and
+    sample axes still go."""
+    row = (np.arange(50) * 5).astype(np.uint8)
+    Image.fromarray(row[None, :]).save(tmp_path / "row.png")
+    Image.fromarray(row[:, None]).save(tmp_path / "column.png")
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(tmp_path / "dot.png")
+    Image.fromarray(np.stack([row[None, :]] * 3, axis=-1)).save(tmp_path / "rgb_row.png")
+    tifffile.imwrite(tmp_path / "page.tif", np.zeros((1, 20, 30), np.uint8))
+    tifffile.imwrite(tmp_path / "pages.tif", np.zeros((1, 1, 20, 30), np.uint16))
+
+    shapes = {path.stem: read_image(path).shape for path in tmp_path.iterdir()}
+
+    assert shapes == {
+        "row": (1, 50),
+        "column": (50, 1),
+        "dot": (1, 1),
+        "rgb_row": (1, 50),
+        "page": (20, 30),
+        "pages": (20, 30),
+    }
+    np.testing.assert_allclose(read_image(tmp_path / "rgb_row.png")[0], row / 255, atol=1e-6)
+
+
 def test_a_picture_drawn_only_in_its_alpha_channel_is_read_from_the_alpha(tmp_path):
     drawn = np.zeros((32, 32, 4), np.uint8)
     drawn[..., 3] = disc_mask()
