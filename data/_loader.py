@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import unicodedata
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,17 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     return _to_unit_range(_as_grey(_picture(path)[0])[0])
+
+
+def check_bit_depths(files: Sequence[Path]) -> None:
+    """DataError when `files` mix 8-bit images with wider ones holding only 8-bit values, which `read_image`
+    would read 256x darker than them: the mix `load_dataset` refuses in a training folder."""
+    if not files:
+        return
+    depths = _BitDepths(Path(files[0]).parent)
+    for path in files:
+        depths.add(_as_grey(_picture(Path(path))[0])[0], Path(path))
+    depths.check()
 
 
 def _paired_files(root: Path) -> tuple[list[Path], list[Path], Skipped]:

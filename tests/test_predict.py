@@ -425,6 +425,13 @@ def test_predict_errors(predict_setup, tmp_path, capsys):
     tifffile.imwrite(odd / "five.tif", np.zeros((SIZE, SIZE, 5), np.uint8))
     err = one_line_error(["predict", "--model", model_file, "--images", str(odd), "--out", out], capsys)
     assert "five.tif has pixel array shape (32, 32, 5)" in err
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    picture = np.arange(SIZE * SIZE).reshape(SIZE, SIZE) % 200
+    Image.fromarray(picture.astype(np.uint8)).save(mixed / "a.png")
+    tifffile.imwrite(mixed / "b.tif", picture.astype(np.uint16))  # the same picture, read 256x darker
+    err = one_line_error(["predict", "--model", model_file, "--images", str(mixed), "--out", out], capsys)
+    assert f"{mixed} mixes 8-bit images (e.g. {mixed / 'a.png'}) with 16-bit images" in err
 
     err = one_line_error(
         ["predict", "--model", model_file, "--images", images, "--out", out, "--overlap", "32"], capsys, code=2

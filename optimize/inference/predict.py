@@ -37,7 +37,7 @@ import tifffile
 from PIL import Image
 
 from data._errors import DataError
-from data._loader import image_files, read_image
+from data._loader import check_bit_depths, image_files, read_image
 from optimize.errors import UsageError, UserError
 from optimize.inference.beads import Beads, find_beads
 from optimize.inference.tiling import PredictBatch, predict_tiled
@@ -124,7 +124,8 @@ def check_out(out: str | Path) -> None:
 
 def check_images(files: Sequence[Path]) -> None:
     """UserError naming the first of `files` that cannot be segmented: one that cannot be read (not an image,
-    a truncated file) or is not one grey or RGB(A) image.
+    a truncated file) or is not one grey or RGB(A) image; or files mixing 8-bit images with 16-bit ones
+    holding 8-bit values, which training refuses too (`data._loader.check_bit_depths`).
 
     Each image is read in full, exactly as `predict_folder` reads it, and dropped before the next is read:
     headers alone do not do, since a truncated PNG or TIFF has an intact header and fails only when its
@@ -133,6 +134,10 @@ def check_images(files: Sequence[Path]) -> None:
     """
     for path in files:
         _model_input(path)
+    try:
+        check_bit_depths(files)
+    except DataError as error:
+        raise UserError(str(error)) from None
 
 
 def open_model(path: str | Path) -> keras.Model:
