@@ -649,6 +649,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     repeated = sorted({threshold for threshold in args.iou if args.iou.count(threshold) > 1})
     if repeated:
         raise UsageError(f"--iou {repeated[0]:g} is given twice; give each threshold once")
+    if args.csv:
+        check_file_to_write(Path(args.csv), "--csv")
     try:
         names, true_masks, pred_masks = load_mask_pairs(args.data, args.pred)
     except DataError as error:
@@ -663,6 +665,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             writer.writerows(rows)
         print(f"wrote {len(rows)} rows to {args.csv}")
     return 0
+
+
+def check_file_to_write(path: Path, flag: str) -> None:
+    """UserError, before any work, when `path` cannot be written as a file: a folder, or in a missing folder."""
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; expected a file name to write")
+    if not path.parent.is_dir():
+        raise UserError(f"{flag} {path}: the folder {path.parent} does not exist")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -260,6 +260,20 @@ def one_error_line(result) -> str:
     return lines[0]
 
 
+def test_evaluate_refuses_a_csv_it_cannot_write_before_scoring(folders, tmp_path):
+    """The table was computed and printed, then the command failed on the path (exit 2, one line after it)."""
+    data, pred = folders
+    for table, problem in (
+        (tmp_path, "is a folder; expected a file name to write"),
+        (tmp_path / "no" / "x.csv", "does not exist"),
+    ):
+        result = run_cli("evaluate", "--pred", str(pred), "--data", str(data), "--csv", str(table))
+        assert (
+            one_error_line(result).startswith(f"optimize evaluate: error: --csv {table}") and problem in result.stderr
+        )
+        assert result.returncode == 1 and result.stdout == ""
+
+
 def test_evaluate_names_an_unpaired_prediction(folders):
     data, pred = folders
     save(pred / "stray.png", np.zeros((12, 16), np.uint8))
