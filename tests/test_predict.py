@@ -413,6 +413,9 @@ def test_predict_errors(predict_setup, tmp_path, capsys):
     assert f"{empty} has no image files" in err
     err = one_line_error(["predict", "--model", model_file, "--images", str(tmp_path / "gone"), "--out", out], capsys)
     assert "image folder" in err and "gone does not exist" in err
+    one_file = sorted(Path(images).iterdir())[0]
+    err = one_line_error(["predict", "--model", model_file, "--images", str(one_file), "--out", out], capsys)
+    assert f"--images {one_file} is a file; expected the folder that holds it ({images})" in err
 
     colour_model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(1, 1, activation="sigmoid")])
     colour_model.save(tmp_path / "colour.keras")

@@ -88,6 +88,8 @@ def image_inputs(model_path: str | Path, images_dir: str | Path) -> list[Path]:
         raise UserError(f"model file {model_path} does not exist; expected a .keras file (e.g. best_model.keras)")
     if model_path.is_dir():
         raise UserError(f"model {model_path} is a folder; expected a .keras file (e.g. best_model.keras)")
+    if images_dir.is_file():
+        raise UserError(f"--images {images_dir} is a file; expected the folder that holds it ({images_dir.parent})")
     if not images_dir.is_dir():
         raise UserError(f"image folder {images_dir} does not exist; expected a folder of images")
     try:
