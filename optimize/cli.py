@@ -587,10 +587,6 @@ def cmd_import_results(args: argparse.Namespace) -> int:
         problem = data_problem(plan, data.stats)
         if problem and not args.allow_different_data:
             raise UserError(f"{problem}; if its results hold for the study's data, add --allow-different-data")
-        if problem:
-            print(f"warning: {problem}; imported all the same (--allow-different-data)")
-        elif args.allow_different_data:
-            print("note: --allow-different-data was not needed: the file's data match the study's")
         storage = open_storage(resolve_url(config.name, args.storage))
         config, followed = follow_recorded_pruner(config, storage)
         study, created = create_or_join(config, storage)
@@ -598,6 +594,10 @@ def cmd_import_results(args: argparse.Namespace) -> int:
             print(followed)
         print(record_study_attrs(study, config, data, created=created))
         result = add_imported(study, plan)
+        if problem:  # said once the trials are in: a study that refuses them makes it untrue
+            print(f"warning: {problem}; imported all the same (--allow-different-data)")
+        elif args.allow_different_data:
+            print("note: --allow-different-data was not needed: the file's data match the study's")
     print(import_summary(plan, result, config.name))
     return 0
 

@@ -91,7 +91,8 @@ def test_users_results_become_complete_trials_with_their_histories(studies, tmp_
     result = import_results("tiny", csv, "--allow-different-data")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "does not say which images its trials trained on" in out and out.startswith("warning:")
+    warning = re.search(r"^warning: .*does not say which images its trials trained on.*$", out, re.MULTILINE)
+    assert warning and out.index(warning.group()) < out.index("rows read"), out
     assert counts(out) == {"rows read": 7, "imported": 2, "skipped": 5, "already present": 0}
     assert "(trials 0 to 1)" in out
     reasons = {
@@ -432,6 +433,11 @@ def test_export_best_round_trip_into_a_new_study(studies, tmp_path):
     refused = import_results("other", csv)
     one_line_error(refused, "trained on other data", "different", "--allow-different-data")
     assert not (studies / "other.db").exists()
+    # Allowed, but the storage cannot be opened: nothing imported, so no "imported all the same".
+    unreachable = import_results(
+        "other", csv, "--allow-different-data", "--storage", "postgresql://nobody@127.0.0.1:1/x"
+    )
+    assert unreachable.returncode != 0 and "imported all the same" not in unreachable.stdout, unreachable.stdout
 
 
 def no_enqueue_study(folder: Path, name: str) -> None:
