@@ -405,7 +405,7 @@ def test_predict_errors(predict_setup, tmp_path, capsys):
     not_a_model = tmp_path / "not_a_model.keras"
     not_a_model.write_text("not a model")
     err = one_line_error(["predict", "--model", str(not_a_model), "--images", images, "--out", out], capsys)
-    assert "not_a_model.keras cannot be loaded as a Keras model" in err
+    assert "not_a_model.keras cannot be loaded as a Keras model: it is not a zip archive, as .keras files are" in err
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no images here")
@@ -439,7 +439,7 @@ def test_predict_errors(predict_setup, tmp_path, capsys):
     err = one_line_error(
         ["predict", "--model", model_file, "--images", images, "--out", out, "--overlap", "32"], capsys, code=2
     )
-    assert "--overlap 32 must be smaller than the model's input size 32x32 px" in err
+    assert "--overlap 32 must be smaller than the model's input size 32x32 px (its shorter side, 32 px)" in err
     with contextlib.redirect_stderr(io.StringIO()) as usage, pytest.raises(SystemExit) as exit_info:
         main(["predict", "--model", model_file, "--images", images, "--out", out, "--threshold", "1.5"])
     assert exit_info.value.code == 2 and "expected a probability threshold in (0, 1), got '1.5'" in usage.getvalue()

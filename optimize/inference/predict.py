@@ -27,6 +27,7 @@ import csv
 import shutil
 import sys
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +146,8 @@ def check_images(files: Sequence[Path]) -> None:
 def open_model(path: str | Path) -> keras.Model:
     """The model in `path`, loaded for prediction only (without its loss and metrics); UserError if it is not
     a Keras model taking one image of a fixed size and giving one probability channel."""
+    if Path(path).suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise UserError(f"{path} cannot be loaded as a Keras model: it is not a zip archive, as .keras files are")
     try:
         model = load_model(path, compile=False)
     except Exception as error:  # Keras raises many kinds for a file that is not a model
@@ -206,7 +209,10 @@ def predict_folder(
     if overlap is None:
         overlap = min(tile_h, tile_w) // 4
     if overlap >= min(tile_h, tile_w):
-        raise UsageError(f"--overlap {overlap} must be smaller than the model's input size {tile_w}x{tile_h} px")
+        raise UsageError(
+            f"--overlap {overlap} must be smaller than the model's input size {tile_w}x{tile_h} px "
+            f"(its shorter side, {min(tile_h, tile_w)} px)"
+        )
     if channels != 1:
         raise UserError(
             f"{model_path} takes images of {channels} channels, but {files[0]} and every image are read as one "
