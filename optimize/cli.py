@@ -579,7 +579,13 @@ def cmd_import_results(args: argparse.Namespace) -> int:
     plan = read_results(args.file, config)
     result = None
     if plan.planned:
-        from optimize.search.study import create_or_join, follow_recorded_pruner, record_study_attrs
+        from optimize.search.study import (
+            budget_reached,
+            budget_used,
+            create_or_join,
+            follow_recorded_pruner,
+            record_study_attrs,
+        )
         from optimize.storage import open_storage, resolve_url
         from optimize.training.dataset import load_study_data
 
@@ -599,6 +605,12 @@ def cmd_import_results(args: argparse.Namespace) -> int:
         elif args.allow_different_data:
             print("note: --allow-different-data was not needed: the file's data match the study's")
     print(import_summary(plan, result, config.name))
+    if result and result.added and budget_reached(study, config.budget.max_trials):
+        print(
+            f"note: the study's budget is used: {budget_used(study)} of max_trials = {config.budget.max_trials} "
+            f"trials, imported ones included; `optimize run` starts none until [budget] max_trials in "
+            f"{config.path} is raised"
+        )
     return 0
 
 

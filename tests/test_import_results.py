@@ -144,6 +144,17 @@ def test_a_history_of_a_run_that_diverged_is_imported_with_its_nan_epochs(studie
     assert trial.system_attrs[HISTORY_ATTR]["loss"] == [0.8, 0.8, None]
 
 
+def test_an_import_that_uses_up_the_budget_says_so(studies, tmp_path):
+    write_tiny_study(studies, max_trials=1)
+    result = import_results("tiny", users_folder(tmp_path / "old"), "--allow-different-data")
+    assert result.returncode == 0, result.stderr
+    assert counts(result.stdout)["imported"] == 2
+    assert result.stdout.rstrip().endswith(
+        "note: the study's budget is used: 2 of max_trials = 1 trials, imported ones included; `optimize run` "
+        f"starts none until [budget] max_trials in {studies / 'tiny.toml'} is raised"
+    )
+
+
 def test_the_usual_spelling_loss_type_and_lr_named_histories(studies, tmp_path):
     """`best_val_jaccard`, the older scripts' `loss_type` and `history_lr<lr>_bs<bs>_dr<dropout>_<loss>.csv`; a
     history of another run of the same configuration (a random search's repeat) is not attached."""
