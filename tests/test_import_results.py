@@ -274,6 +274,10 @@ BAD_FILES = {
         ("row 2, column final_val_jacard", "'1.5' is not a number in [0, 1]"),
     ),
     "not a CSV": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", ("not a CSV text file",)),
+    "semicolons": (
+        USERS_HEADER.replace(",", ";") + "\n" + USERS_ROWS[0].replace(",", ";") + "\n",
+        ("row 1: one column, its cells separated by ';'; expected commas between cells",),
+    ),
     # Read leniently, the open quote swallowed rows 3 and 4 into row 2's last cell: 1 row read, exit 0.
     "a quote left open": (
         USERS_HEADER + '\nunet,8,0.0,dice,0.001,0.3,1,3,0.2,"x.hdf5\n' + USERS_ROWS[0] + "\n" + USERS_ROWS[1] + "\n",

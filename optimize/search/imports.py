@@ -717,6 +717,12 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     if not records or not any(cell.strip() for cell in records[0]):
         raise UserError(f"{path} row 1: empty; expected a header row of column names")
     header = [cell.strip() for cell in records[0]]
+    separator = next((mark for mark in (";", "\t", "|") if len(header) == 1 and mark in header[0]), None)
+    if separator is not None:
+        raise UserError(
+            f"{path} row 1: one column, its cells separated by {separator!r}; expected commas between cells "
+            "(save it as comma-separated CSV)"
+        )
     for index, name in enumerate(header):
         if not name:
             raise UserError(f"{path} row 1, column {index + 1}: empty column name")
