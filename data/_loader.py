@@ -112,7 +112,7 @@ def load_mask_pairs(data_dir: str | Path, pred_dir: str | Path) -> tuple[list[st
     an unpaired file or a pair of different sizes; warns once about colour masks, which are read as binary.
     """
     data_dir, pred_dir = Path(data_dir), Path(pred_dir)
-    _check_dataset_folder(data_dir)
+    _check_masks_folder(data_dir)
     if pred_dir.is_file():
         raise DataError(f"prediction folder {pred_dir} is a file; expected a folder of predicted masks")
     if not pred_dir.is_dir():
@@ -205,6 +205,23 @@ def _check_dataset_folder(root: Path) -> None:
         raise DataError(f"{root} is a file; expected a folder with images/ and masks/")
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist; expected a folder with images/ and masks/")
+
+
+def _check_masks_folder(root: Path) -> None:
+    """DataError unless `root` is a folder holding masks/ (images/ is not needed to score predictions); a
+    folder of masks given itself is told to give the folder above it."""
+    if root.is_file():
+        raise DataError(f"{root} is a file; expected a data folder holding masks/")
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist; expected a folder holding masks/")
+    if (root / "masks").exists():
+        return
+    if any(path.suffix.lower() in IMAGE_EXTENSIONS for path in root.iterdir() if path.is_file()):
+        raise DataError(
+            f"{root} holds images but no masks/ folder; give the data folder that holds masks/ "
+            f"({root.parent}?), not the masks folder itself"
+        )
+    raise DataError(f"{root} has no masks/ folder; expected a data folder whose masks/ hold the true beads")
 
 
 def _pair_by_stem(first: tuple[str, Path], second: tuple[str, Path]) -> tuple[list[Path], list[Path], Skipped]:

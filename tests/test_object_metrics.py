@@ -326,3 +326,18 @@ def test_grey_pictures_given_as_predictions_are_warned_about_and_label_images_ar
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_mask_pairs(data, labelled)
+
+
+def test_evaluate_needs_only_masks_and_names_a_masks_folder_given_as_data(folders):
+    """evaluate reads only masks/: a data folder without images/ is scored; its masks/ folder given as
+    --data was refused as lacking images/ and masks/ inside it."""
+    data, pred = folders
+    assert not (data / "images").exists()
+    assert run_cli("evaluate", "--pred", str(pred), "--data", str(data)).returncode == 0
+    line = one_error_line(run_cli("evaluate", "--pred", str(pred), "--data", str(data / "masks")))
+    assert line == (
+        f"optimize evaluate: error: {data / 'masks'} holds images but no masks/ folder; give the data folder "
+        f"that holds masks/ ({data}?), not the masks folder itself"
+    )
+    line = one_error_line(run_cli("evaluate", "--pred", str(pred), "--data", str(pred.parent)))
+    assert line.endswith(f"{pred.parent} has no masks/ folder; expected a data folder whose masks/ hold the true beads")
