@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -518,3 +519,28 @@ def test_predict_refuses_an_unreadable_image_before_writing_anything(predict_set
     assert f"{broken} cannot be read as an image" in err
     assert "a_good" not in err and "c_good" not in err
     assert not out.exists()
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_run_on_its_host(predict_setup, tmp_path, capsys):
+    """A predict killed outright left its hidden staging folder in --out for good; the next run removes the
+    one whose process is gone, and keeps a running process's and another host's."""
+    model_file = str(predict_setup["folder"] / "best_model.keras")
+    out, host = tmp_path / "out", socket.gethostname()
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    abandoned = out / f".predict-{host}-{finished.stdout.strip()}-k1ll3d"
+    running = out / f".predict-{host}-{os.getpid()}-runn1n"
+    elsewhere = out / f".predict-another-node-{finished.stdout.strip()}-0th3r"
+    for folder in (abandoned, running, elsewhere):
+        (folder / "masks").mkdir(parents=True)
+        (folder / "masks" / "half.png").write_bytes(b"half written")
+    images = str(predict_setup["data"] / "images")
+    assert main(["predict", "--model", model_file, "--images", images, "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"removed {abandoned}: the unfinished outputs of a predict run (process " in said
+    assert not abandoned.exists() and running.is_dir() and elsewhere.is_dir()
+    assert sorted(path.name for path in out.iterdir() if not path.name.startswith(".")) == [
+        "bead_areas.csv",
+        "beads.csv",
+        "labels",
+        "masks",
+    ]

@@ -16,7 +16,9 @@ image stops the command before anything is written, never with the output folder
 
 The outputs are written into a hidden folder inside the output folder and moved into place only when every
 image is done: a failure or an interrupt leaves an earlier run's outputs as they were, and a new run
-replaces them whole (no mask of an image that is no longer in the folder stays behind). `check_out`
+replaces them whole (no mask of an image that is no longer in the folder stays behind). The hidden folder's
+name holds the host and process id, so that the next run on that host removes the one a killed run left
+(`remove_abandoned_staging`). `check_out`
 refuses an output folder whose `masks/` or `labels/` hold files another program wrote (a data set's
 masks), which that replacement would delete.
 """
@@ -24,7 +26,9 @@ masks), which that replacement would delete.
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import socket
 import sys
 import tempfile
 import zipfile
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
     import keras
 
 DEFAULT_THRESHOLD = 0.5
+STAGING_PREFIX = ".predict-"
 DEFAULT_BATCH_SIZE = 8
 MAX_UINT16_LABEL = 65535
 SUMMARY_COLUMNS = (
@@ -221,7 +226,8 @@ def predict_folder(
     out = Path(out)
     check_out(out)
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".predict-", dir=out))
+    remove_abandoned_staging(out, stream)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=out))
     try:
         masks_dir, labels_dir = staging / "masks", staging / "labels"
         masks_dir.mkdir()
@@ -247,6 +253,27 @@ def predict_folder(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return PredictionSummary(images=len(files), beads=len(bead_rows), out=out)
+
+
+def remove_abandoned_staging(out: Path, stream: TextIO) -> None:
+    """Remove the hidden staging folders in `out` of predict runs on this host whose process is gone (killed
+    outright, so their own cleanup never ran), saying so on `stream`; another host's, or a running one's, stay."""
+    host = socket.gethostname()
+    for folder in sorted(out.glob(f"{STAGING_PREFIX}{host}-*-*")):
+        pid = folder.name.removeprefix(f"{STAGING_PREFIX}{host}-").split("-", 1)[0]
+        if folder.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            stream.write(f"removed {folder}: the unfinished outputs of a predict run (process {pid}) that was killed\n")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _replace_outputs(staging: Path, out: Path) -> None:
