@@ -749,13 +749,46 @@ def cmd_new_study(args: argparse.Namespace) -> int:
     target = detect_target(args.device, gpus, source)
     studies = studies_dir()
     path = studies / f"{args.study_name}.toml"
-    if path.exists() and not args.force:
+    replaced = path.exists()
+    if replaced and not args.force:
         raise UsageError(f"{path} already exists; pass --force to overwrite it (it is left unchanged)")
     plan = plan_study(args.study_name, args.data, target, studies, image_size=args.image_size)
     print(plan.table())
     plan.write(path, force=args.force)
     print(f"wrote {path}; run it with: optimize run --study {args.study_name}")
+    if args.force and not replaced:
+        print(f"(--force: there was no {path.name} to overwrite)")
+    trials = trials_in_local_storage(args.study_name) if replaced else 0
+    if trials:
+        print(
+            f"note: the study {args.study_name} already holds {trials} trials run with the file this one replaced; "
+            f"if the new file changes its data, training or search, `optimize run --study {args.study_name}` "
+            f"refuses to join them: start over under a new name with `--new-study NAME` on that command",
+            file=sys.stderr,
+        )
     return 0
+
+
+def trials_in_local_storage(name: str) -> int:
+    """How many trials the study `name` holds in its storage when that is a file (the default SQLite file under
+    studies/, or a journal file), opened read-only; 0 when there is no such study. A database server is not
+    contacted: new-study works without one."""
+    import optuna
+
+    from optimize.storage import is_journal, open_storage, parse_url, resolve_url, storage_kind
+
+    url = resolve_url(name)
+    if is_journal(url):
+        local_file = Path(url)
+    elif storage_kind(url) == "sqlite":
+        local_file = Path(parse_url(url).database or "")
+    else:
+        return 0
+    if not local_file.is_file():
+        return 0
+    storage = open_storage(url, read_only=True)
+    summaries = {summary.study_name: summary for summary in optuna.get_all_study_summaries(storage)}
+    return summaries[name].n_trials if name in summaries else 0
 
 
 def existing_study(args: argparse.Namespace, *, any_objective: bool = False):

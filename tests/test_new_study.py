@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 from PIL import Image
 
@@ -243,6 +244,30 @@ def test_an_existing_study_file_is_kept_without_force(data_sets, studies):
     forced = new_study("kept", data_sets["sparse"], "--force")
     assert forced.returncode == 0, forced.stderr
     assert "objects/image: sparse" in path.read_text(encoding="utf-8")
+    assert forced.stderr == "" and "--force" not in forced.stdout
+
+
+def test_force_says_when_there_is_nothing_to_overwrite_and_when_the_study_already_has_trials(data_sets, studies):
+    """`--force` over a study that has trials said nothing, and its workers were then refused for the changed
+    settings; `--force` with no file to overwrite was silently ignored."""
+    fresh = new_study("fresh", data_sets["dense"], "--force")
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.splitlines()[-1] == "(--force: there was no fresh.toml to overwrite)"
+    forced = new_study("fresh", data_sets["sparse"], "--force")
+    assert forced.returncode == 0 and forced.stderr == "" and "--force" not in forced.stdout
+
+    study = optuna.create_study(study_name="fresh", storage=f"sqlite:///{studies / 'fresh.db'}", direction="maximize")
+    for value in (0.2, 0.3):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    before = (studies / "fresh.db").read_bytes()
+    forced = new_study("fresh", data_sets["dense"], "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stderr.strip() == (
+        "note: the study fresh already holds 2 trials run with the file this one replaced; if the new file changes "
+        "its data, training or search, `optimize run --study fresh` refuses to join them: start over under a new "
+        "name with `--new-study NAME` on that command"
+    )
+    assert (studies / "fresh.db").read_bytes() == before
 
 
 def test_bad_input_is_one_line(data_sets, studies, tmp_path):
