@@ -144,6 +144,21 @@ def test_a_history_of_a_run_that_diverged_is_imported_with_its_nan_epochs(studie
     assert trial.system_attrs[HISTORY_ATTR]["loss"] == [0.8, 0.8, None]
 
 
+def test_a_history_with_another_number_of_epochs_than_the_row_is_another_run(studies, tmp_path):
+    """A repeat of a configuration that reached the same best val Jaccard but ran another number of epochs: its
+    history was attached to the row, whose `total_epochs` it contradicts."""
+    csv = users_folder(tmp_path / "old", rows=[USERS_ROWS[0].replace(",0.31,2,3,", ",0.31,2,5,")])
+    result = import_results("tiny", csv, "--allow-different-data")
+    assert result.returncode == 0, result.stderr
+    assert counts(result.stdout)["imported"] == 1
+    assert (
+        "note: row 2: history_unet_bs8_dr0.0_dice.csv is another run of the same configuration (its 3 epochs, "
+        "the row's 5); imported without per-epoch values" in result.stdout
+    )
+    (trial,) = load(studies).get_trials()
+    assert trial.intermediate_values == {} and HISTORY_ATTR not in trial.system_attrs
+
+
 def test_an_import_that_uses_up_the_budget_says_so(studies, tmp_path):
     write_tiny_study(studies, max_trials=1)
     result = import_results("tiny", users_folder(tmp_path / "old"), "--allow-different-data")

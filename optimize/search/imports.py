@@ -14,8 +14,9 @@ Two kinds of file, told apart by their columns (both may be called `search_resul
   too), `best_epoch`, `total_epochs`, `final_val_jacard` and `checkpoint_path`. The Keras history of each
   configuration beside it, `history_<architecture>_bs<batch>_dr<dropout>_<loss>.csv` (older scripts:
   `history_lr<lr>_bs<batch>_dr<dropout>_<loss>.csv`), one row per epoch with `val_jacard_coef`, gives the
-  trial's intermediate values and history, if its best val Jaccard is the row's: a random search that drew
-  a configuration twice kept only the last run's history, which belongs to that run's row alone;
+  trial's intermediate values and history, if its best val Jaccard and its number of epochs (`total_epochs`,
+  when given) are the row's: a random search that drew a configuration twice kept only the last run's
+  history, which belongs to that run's row alone;
 - `optimize export-best`'s `search_results.csv` (columns `number`, `state`, `value`, ...), with the
   `histories/trial_NNNN.csv` it writes beside it and the data statistics of its `best_hyperparameters.json`.
 
@@ -317,7 +318,7 @@ def _read_users(table: Table, config: StudyConfig) -> ImportPlan:
             if cell is not None:
                 record[attr] = cell
         _check_epochs(table, number, record, columns)
-        history = _users_history(table, number, cells, value, plan)
+        history = _users_history(table, number, cells, value, record.get(EPOCHS_RUN), plan)
         _plan(plan, table, number, cells, params, value, record, history, config)
     return plan
 
@@ -603,9 +604,10 @@ def _check_exported_best(
 
 
 def _users_history(
-    table: Table, number: int, cells: dict[str, str], value: float, plan: ImportPlan
+    table: Table, number: int, cells: dict[str, str], value: float, epochs_run: int | None, plan: ImportPlan
 ) -> list[dict[str, float]] | None:
-    """The row's Keras history beside the file, when there is one and its best val Jaccard is the row's."""
+    """The row's Keras history beside the file, when there is one, its best val Jaccard is the row's and it
+    has as many epochs as the row's `total_epochs` (when the row states them)."""
     path = next((path for path in _users_history_names(table.path.parent, cells) if path.is_file()), None)
     if path is None:
         return None
@@ -624,6 +626,12 @@ def _users_history(
         plan.notes.append(
             f"row {number}: {path.name} is another run of the same configuration (its best val Jaccard "
             f"{'none' if best is None else f'{best:.6g}'}, the row's {value:.6g}); imported without per-epoch values"
+        )
+        return None
+    if epochs_run is not None and len(rows) != epochs_run:
+        plan.notes.append(
+            f"row {number}: {path.name} is another run of the same configuration (its {len(rows)} epochs, the "
+            f"row's {epochs_run}); imported without per-epoch values"
         )
         return None
     return rows
