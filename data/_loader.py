@@ -182,14 +182,17 @@ def read_image(path: str | Path) -> np.ndarray:
     return _to_unit_range(_as_grey(_picture(path)[0])[0])
 
 
-def check_bit_depths(files: Sequence[Path]) -> None:
-    """DataError when `files` mix 8-bit images with wider ones holding only 8-bit values, which `read_image`
-    would read 256x darker than them: the mix `load_dataset` refuses in a training folder."""
+def check_images(files: Sequence[Path]) -> None:
+    """DataError naming the first of `files` that `read_image` refuses, or when they mix 8-bit images with
+    wider ones holding only 8-bit values, which `read_image` would read 256x darker than them (the mix
+    `load_dataset` refuses in a training folder). Each file is read once and dropped before the next."""
     if not files:
         return
     depths = _BitDepths(Path(files[0]).parent)
     for path in files:
-        depths.add(_as_grey(_picture(Path(path))[0])[0], Path(path))
+        grey = _as_grey(_picture(Path(path))[0])[0]
+        _to_unit_range(grey)
+        depths.add(grey, Path(path))
     depths.check()
 
 

@@ -42,7 +42,8 @@ import tifffile
 from PIL import Image
 
 from data._errors import DataError
-from data._loader import check_bit_depths, image_files, read_image
+from data._loader import check_images as check_data_images
+from data._loader import image_files, read_image
 from optimize.errors import UsageError, UserError
 from optimize.inference.beads import Beads, find_beads
 from optimize.inference.tiling import PredictBatch, predict_tiled
@@ -133,17 +134,15 @@ def check_out(out: str | Path) -> None:
 def check_images(files: Sequence[Path]) -> None:
     """UserError naming the first of `files` that cannot be segmented: one that cannot be read (not an image,
     a truncated file) or is not one grey or RGB(A) image; or files mixing 8-bit images with 16-bit ones
-    holding 8-bit values, which training refuses too (`data._loader.check_bit_depths`).
+    holding 8-bit values, which training refuses too (`data._loader.check_images`).
 
     Each image is read in full, exactly as `predict_folder` reads it, and dropped before the next is read:
     headers alone do not do, since a truncated PNG or TIFF has an intact header and fails only when its
     pixels are decoded, and holding every image until prediction would take a large folder's size in
     memory. The cost is one more decode per image, small beside predicting its tiles.
     """
-    for path in files:
-        _model_input(path)
     try:
-        check_bit_depths(files)
+        check_data_images(files)
     except DataError as error:
         raise UserError(str(error)) from None
 
