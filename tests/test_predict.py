@@ -239,6 +239,18 @@ def test_tiles_put_back_together_give_the_image(shape):
         np.testing.assert_allclose(result.probabilities, image[..., 0], atol=1e-7, rtol=0)
 
 
+def test_tiles_are_padded_to_a_power_of_two_not_to_the_batch_size():
+    """An image of 4 tiles with --batch-size 1024 was predicted as a batch of 1024 tiles, 1020 of them zeros."""
+    image = np.random.default_rng(2).random((64, 96, 1)).astype(np.float32)  # 2 x 3 tiles of 32
+    for batch_size, shapes in ((1024, [8]), (4, [4, 2]), (5, [5, 1]), (1, [1] * 6)):
+        seen = []
+        result = predict_tiled(
+            image, lambda tiles, seen=seen: seen.append(len(tiles)) or tiles, (32, 32), 0, batch_size
+        )
+        assert seen == shapes
+        np.testing.assert_array_equal(result.probabilities, image[..., 0])
+
+
 def test_tiled_equals_untiled_for_a_per_pixel_model():
     """A 1x1 convolution with a sigmoid sees one pixel at a time, so tiling must not change its output."""
     # Fixed weights: a small random kernel would leave every output within 1e-3 of 0.5, by chance.

@@ -13,8 +13,9 @@ other image is cut into overlapping tiles of the model's size:
   model that maps each pixel on its own gives the same map tiled as untiled.
 
 Keras-free: the model is any function from a batch of tiles (N, tile_h, tile_w, C) to probabilities
-(N, tile_h, tile_w, 1); tiles go to it in batches of a fixed size, the last batch padded with zeros, so
-that a compiled model sees one shape.
+(N, tile_h, tile_w, 1); tiles go to it in batches of at most `batch_size`, each padded with zeros up to a
+power of two (or `batch_size`), so that a compiled model sees a few shapes only and an image of 4 tiles is
+not predicted as a batch of 1024.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def predict_tiled(
     weight_sum = np.zeros(padded.shape[:2])
     for first in range(0, len(corners), batch_size):
         chunk = corners[first : first + batch_size]
-        tiles = np.zeros((batch_size, tile_h, tile_w, image.shape[2]), np.float32)
+        tiles = np.zeros((padded_batch_size(len(chunk), batch_size), tile_h, tile_w, image.shape[2]), np.float32)
         for index, (row, col) in enumerate(chunk):
             tiles[index] = padded[row : row + tile_h, col : col + tile_w]
         probabilities = np.asarray(predict_batch(tiles))
@@ -101,6 +102,11 @@ def predict_tiled(
             weight_sum[row : row + tile_h, col : col + tile_w] += weights
     result = total / weight_sum
     return TiledPrediction(result[:height, :width].astype(np.float32), len(corners))
+
+
+def padded_batch_size(tiles: int, batch_size: int) -> int:
+    """The batch that `tiles` tiles are padded to: the next power of two, at most `batch_size`."""
+    return min(batch_size, 1 << max(tiles - 1, 0).bit_length())
 
 
 def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
