@@ -232,6 +232,28 @@ def test_baselines_and_top_trials_are_compared_by_the_studys_metric():
     )
 
 
+def test_a_complete_trial_without_its_stored_metric_is_valued_by_its_optuna_value():
+    """A best trial whose record lacks the metric (its value is the metric all the same) printed nan in the
+    baselines line and the enqueued table's minus_best."""
+    study = metric_study("val_object_f1", F1_TRIALS)
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.8,
+            params={"learning_rate": 1e-3, "loss": "dice"},
+            distributions=METRIC_DISTRIBUTIONS,
+            user_attrs={"epochs_run": 6, "best_epoch": 6, "best_val_jaccard": 0.2},
+        )
+    )
+    data = study_data(study)
+    (finding,) = baselines(data)
+    assert finding.text == (
+        "the best enqueued baseline (trial 0, val_object_f1 0.6000) is 0.2000 below the best trial "
+        "(4, val_object_f1 0.8000)."
+    )
+    assert enqueued_table(data).loc[0, "minus_best"] == pytest.approx(-0.2)
+    assert top_table(data)["val_object_f1"].tolist()[:4] == [0.8, 0.7, 0.65, 0.6]
+
+
 def test_val_jaccard_studies_keep_their_baseline_and_top_tables():
     data = study_data(metric_study("val_jaccard", F1_TRIALS))
     (finding,) = baselines(data)

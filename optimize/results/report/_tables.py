@@ -92,7 +92,12 @@ def study_data(study: optuna.Study) -> ReportData:
     seen = [name for trial in trials for name in trial.params]
     params = [name for name in specs if name in seen] + sorted(set(seen) - set(specs))
     records = {trial.number: read_record(trial) for trial in trials}
-    return ReportData(trials, records, trials_frame(trials), config, params, specs)
+    frame = trials_frame(trials)
+    if config and config.metric != VAL_JACCARD and not frame.empty:
+        # A COMPLETE trial's Optuna value is the study's metric, also where its record lacks it (an import).
+        complete = frame["state"] == TrialState.COMPLETE.name
+        frame.loc[complete, config.metric] = frame.loc[complete, config.metric].fillna(frame.loc[complete, "value"])
+    return ReportData(trials, records, frame, config, params, specs)
 
 
 def state_counts(trials: list[FrozenTrial]) -> pd.DataFrame:
