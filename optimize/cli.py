@@ -794,11 +794,24 @@ def trials_in_local_storage(name: str) -> int:
 def existing_study(args: argparse.Namespace, *, any_objective: bool = False):
     """The study named by `--study` in the resolved storage, opened read-only: these commands never write it."""
     from optimize.search.study import load_existing_study
-    from optimize.storage import open_storage, resolve_url
+    from optimize.storage import open_storage
 
     name = study_name(args)
-    url = resolve_url(name, args.storage)
+    url = read_url(name, args.storage)
     return load_existing_study(name, open_storage(url, read_only=True), any_objective=any_objective), url
+
+
+def read_url(name: str, storage: str | None) -> str:
+    """The storage a read-only command opens for study `name`: `resolve_url`'s, except that a confirmation study
+    (NAME-confirm) without a file of its own is read from NAME's default file, where `optimize confirm` writes it."""
+    from optimize.search.study import CONFIRM_SUFFIX
+    from optimize.storage import default_url, parse_url, resolve_url
+
+    url = resolve_url(name, storage)
+    source = name.removesuffix(CONFIRM_SUFFIX)
+    if source != name and url == default_url(name) and not Path(parse_url(url).database).exists():
+        return default_url(source)
+    return url
 
 
 def study_name(args: argparse.Namespace) -> str:

@@ -31,6 +31,7 @@ from optimize.results.confirmation import (
     ConfirmedPick,
     configuration,
     confirmation_table,
+    confirmed_pick,
     ranked_complete,
 )
 from optimize.results.frame import stored_config
@@ -312,6 +313,8 @@ def test_export_best_picks_by_the_confirmed_mean_and_says_whether_that_changed(s
 
     assert main(["confirm", "--study", SOURCE, "--top-k", "2", "--seeds", "2"]) == 0
     capsys.readouterr()
+    assert main(["status", "--study", CONFIRM]) == 0  # in tiny.db, its source's default storage, not tiny-confirm.db
+    assert f"study {CONFIRM}: 4 trials" in capsys.readouterr().out and not (studies / f"{CONFIRM}.db").exists()
     assert main(["export-best", "--study", SOURCE]) == 0
     output = capsys.readouterr().out
     summary = json.loads((studies / "tiny" / "export" / "best_hyperparameters.json").read_text())
@@ -328,7 +331,7 @@ def test_export_best_picks_by_the_confirmed_mean_and_says_whether_that_changed(s
     assert summary["params"] == source.trials[by_mean].params
     assert confirmation["single_run_best"] == source.best_trial.number
     assert confirmation["pick_differs"] == (by_mean != source.best_trial.number)
-    assert confirmation["runs"] == {"complete": 4, "planned": 4}
+    assert confirmation["runs"] == {"complete": 4, "planned": 4, "failed": 0}
     for row in confirmation["configurations"]:
         assert row["runs"] == runs[row["source_trial"]] == 2
         assert row["value_mean"] == pytest.approx(np.mean(values[row["source_trial"]]))
@@ -383,4 +386,50 @@ def test_the_pick_is_named_plainly_and_waits_for_every_rerun():
     assert not partial.complete and not partial.differs
     assert partial.summary().startswith(
         "confirmation incomplete (5 of 6 re-runs COMPLETE): export-best exports the single-run best, trial 4;"
+    )
+
+
+def test_the_pick_of_an_unfinished_failed_or_overtaken_confirmation_is_said_plainly():
+    """export-best, report and confirm's end table crashed on a confirmation without a COMPLETE re-run
+    (IndexError) and on a single-run best the confirmation does not hold (KeyError, a trial that finished
+    after it); a re-run that failed for good left the advice to run `optimize confirm`, which cannot finish it."""
+    distributions = {"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)}
+    source = optuna.create_study(study_name="s", direction="maximize")
+    for value, rate in ((0.3, 1e-3), (0.2, 1e-4), (0.1, 1e-5)):
+        source.add_trial(
+            optuna.trial.create_trial(value=value, params={"learning_rate": rate}, distributions=distributions)
+        )
+    confirm = optuna.create_study(study_name="s-confirm", direction="maximize")
+    confirm.set_user_attr(
+        "confirm", {"source": "s", "top_k": 2, "seeds": [1, 2], "folds": None, "source_trials": [0, 1]}
+    )
+    runs = [(0, 1), (0, 2), (1, 1), (1, 2)]
+    for number, seed in runs:
+        confirm.enqueue_trial({"learning_rate": source.trials[number].params["learning_rate"], "seed": seed})
+    waiting = confirmed_pick(source, confirm)
+    assert (waiting.pick, waiting.runs_done, waiting.runs_planned, waiting.runs_failed) == (None, 0, 4, 0)
+    assert waiting.summary().endswith("trial 0; run `optimize confirm` to finish it")
+
+    for (number, seed), value in zip(runs, (0.25, 0.27, 0.22, None), strict=True):
+        trial = confirm.ask()
+        trial.set_user_attr("confirm_of", number)
+        trial.set_user_attr("confirm_seed", seed)
+        confirm.tell(trial, value, state=TrialState.FAIL if value is None else TrialState.COMPLETE)
+    failed = confirmed_pick(source, confirm)
+    assert (failed.pick, failed.runs_done, failed.runs_failed) == (None, 3, 1)
+    assert failed.summary() == (
+        "confirmation incomplete (3 of 4 re-runs COMPLETE, 1 failed and not queued again: see their errors with "
+        "`optimize status` on the confirmation study): export-best exports the single-run best, trial 0"
+    )
+
+    retried = confirm.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)})
+    retried.set_user_attr("confirm_of", 1)
+    confirm.tell(retried, 0.21)
+    source.add_trial(optuna.trial.create_trial(value=0.5, params={"learning_rate": 2e-3}, distributions=distributions))
+    overtaken = confirmed_pick(source, confirm)
+    assert (overtaken.pick, overtaken.single_run_best, overtaken.runs_failed) == (0, 3, 0)
+    assert overtaken.summary() == (
+        "the confirmed pick, trial 0 (mean val_jaccard 0.2600 ± 0.0141 over 2 runs), is not the single-run best, "
+        "trial 3, which finished after the confirmation was planned and was not re-trained: export-best exports "
+        "trial 0"
     )

@@ -128,6 +128,9 @@ class ConfirmedPick:
     single_run_best: int
     runs_done: int
     runs_planned: int
+    runs_failed: int = 0
+    """Planned re-runs that ended without completing and are not queued again (an error), so that
+    `optimize confirm` cannot finish the confirmation."""
 
     @property
     def complete(self) -> bool:
@@ -139,6 +142,12 @@ class ConfirmedPick:
 
     def summary(self) -> str:
         """One plain sentence: which configuration the confirmation picks and whether that changes the answer."""
+        if not self.complete and self.runs_failed:
+            return (
+                f"confirmation incomplete ({self.runs_done} of {self.runs_planned} re-runs COMPLETE, "
+                f"{self.runs_failed} failed and not queued again: see their errors with `optimize status` on the "
+                f"confirmation study): export-best exports the single-run best, trial {self.single_run_best}"
+            )
         if not self.complete:
             return (
                 f"confirmation incomplete ({self.runs_done} of {self.runs_planned} re-runs COMPLETE): export-best "
@@ -149,6 +158,12 @@ class ConfirmedPick:
         mean = f"mean {self.metric} {_mean_std(row['value_mean'], row['value_std'])} over {runs} run{'s' * (runs != 1)}"
         if not self.differs:
             return f"confirmed: trial {self.pick} ({mean}) is also the single-run best"
+        if self.single_run_best not in set(self.table["source_trial"]):
+            return (
+                f"the confirmed pick, trial {self.pick} ({mean}), is not the single-run best, trial "
+                f"{self.single_run_best}, which finished after the confirmation was planned and was not re-trained: "
+                f"export-best exports trial {self.pick}"
+            )
         best = self.table.set_index("source_trial").loc[self.single_run_best]
         return (
             f"the confirmed pick, trial {self.pick} ({mean}), differs from the single-run best, trial "
@@ -164,16 +179,20 @@ def confirmed_pick(study: optuna.Study, confirm_study: optuna.Study) -> Confirme
     per_configuration = len(plan.get("seeds") or []) or plan.get("folds") or 0
     planned = per_configuration * len(table)
     done = int(table["runs"].sum()) if not table.empty else 0
+    open_runs = len(confirm_study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
     scored = table[table["runs"] > 0]
-    finished = not scored.empty and planned > 0 and done >= planned
-    pick = int(scored.sort_values(["value_mean", "rank_single_run"], ascending=[False, True]).iloc[0]["source_trial"])
+    pick = None
+    if not scored.empty and planned > 0 and done >= planned:
+        ranked = scored.sort_values(["value_mean", "rank_single_run"], ascending=[False, True])
+        pick = int(ranked.iloc[0]["source_trial"])
     return ConfirmedPick(
         table=table,
         metric=study_metric(study),
-        pick=pick if finished else None,
+        pick=pick,
         single_run_best=ranked_complete(study.get_trials(deepcopy=False))[0].number,
         runs_done=done,
         runs_planned=planned,
+        runs_failed=max(planned - done - open_runs, 0),
     )
 
 

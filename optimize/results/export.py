@@ -107,7 +107,11 @@ def confirmation_entry(confirmation: ConfirmedPick) -> dict:
     rows = confirmation.table.astype(object).where(confirmation.table.notna(), None)
     return {
         "metric": confirmation.metric,
-        "runs": {"complete": confirmation.runs_done, "planned": confirmation.runs_planned},
+        "runs": {
+            "complete": confirmation.runs_done,
+            "planned": confirmation.runs_planned,
+            "failed": confirmation.runs_failed,
+        },
         "pick": confirmation.pick,
         "single_run_best": confirmation.single_run_best,
         "pick_differs": confirmation.differs,
