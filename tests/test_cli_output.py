@@ -166,3 +166,26 @@ def test_our_warnings_are_one_line_naming_the_command(tmp_path):
     assert result.stderr.splitlines() == [
         f"optimize data-stats: warning: 1 RGB image(s) converted to grey by luminance (first: {image})"
     ]
+
+
+def test_status_times_a_running_trial_in_the_workers_local_time(monkeypatch):
+    """Optuna stores a trial's start as the worker's naive local time; status read it as UTC, so a running
+    trial was shown 'for -32389 s' in Tokyo (and hours off anywhere but UTC)."""
+    import time
+    from datetime import datetime, timedelta
+
+    from optimize.results.status import status_text
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        study = optuna.create_study(direction="maximize")
+        trial = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING)
+        trial.datetime_start = datetime.now() - timedelta(seconds=30)
+        study.add_trial(trial)
+        (line,) = [line for line in status_text(study).splitlines() if line.startswith("  trial    0")]
+        seconds = int(re.search(r"for +(-?\d+) s", line).group(1))
+        assert 29 <= seconds <= 60, line
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -42,11 +42,11 @@ def status_text(study: optuna.Study) -> str:
     running = [trial for trial in trials if trial.state == TrialState.RUNNING]
     if running:
         lines.append("running:")
-        now = datetime.now(UTC)
+        now = datetime.now()  # Optuna stores a trial's start as the worker's naive local time
         for trial in running:
             epoch = trial.last_step or 0
             last = trial.intermediate_values.get(epoch)
-            started = trial.datetime_start.replace(tzinfo=UTC) if trial.datetime_start else now
+            started = trial.datetime_start or now
             lines.append(
                 f"  trial {trial.number:4d}  epoch {epoch:3d}  val_jaccard "
                 f"{'   -  ' if last is None else f'{last:.4f}'}  for {(now - started).total_seconds():6.0f} s"
