@@ -248,6 +248,18 @@ def test_bad_input_is_one_line_and_writes_nothing(studies, capsys):
         assert "Traceback" not in "\n".join(error)
     assert storage_contents(url) == before
 
+    # A user's own study under the companion's name: confirm took it over (its attrs rewritten, a run queued).
+    users = optuna.create_study(study_name=CONFIRM, storage=url, direction="maximize")
+    users.add_trial(optuna.trial.create_trial(value=0.5))
+    before = storage_contents(url)
+    assert exit_code(["confirm", "--study", SOURCE, "--storage", url]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "optimize confirm: error: study tiny-confirm exists and is not a confirmation of study tiny (it holds 1 "
+        "trials and no `confirm` plan); confirm writes its runs there: rename or delete that study (optuna "
+        "delete-study --study-name tiny-confirm --storage URL)"
+    )
+    assert storage_contents(url) == before
+
 
 def exit_code(argv: list[str]) -> int:
     """`main`'s exit code, argparse's own (it exits) included."""

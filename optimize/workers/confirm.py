@@ -271,9 +271,17 @@ def plan_confirmation(
         raise UserError(f"study {options.study} has no COMPLETE trial to confirm ({counts or 'no trials'})")
     name = confirm_study_name(options.study)
     names = with_retry(lambda: optuna.get_all_study_names(storage=storage), "listing studies")
-    stored = confirmation_plan(optuna.load_study(study_name=name, storage=storage)) if name in names else None
+    existing = optuna.load_study(study_name=name, storage=storage) if name in names else None
+    stored = confirmation_plan(existing) if existing is not None else None
     if stored is not None:
         return source, stored_plan(options, source, stored)
+    held = len(with_retry(lambda: existing.get_trials(deepcopy=False), "reading trials")) if existing else 0
+    if held:  # a confirmation's first worker stores its plan before queuing any run
+        raise UserError(
+            f"study {name} exists and is not a confirmation of study {options.study} (it holds {held} trials and no "
+            f"`{CONFIRM_ATTR}` plan); confirm writes its runs there: rename or delete that study "
+            f"(optuna delete-study --study-name {name} --storage URL)"
+        )
     chosen = distinct_best(ranked, options.top_k)
     if len(chosen) < options.top_k:
         print(
