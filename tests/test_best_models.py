@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -61,6 +62,24 @@ def test_export_writes_the_best_model_with_its_hash(kept_study):
     assert model["file"] == "best_model.keras" and model["trial_number"] == study.best_trial.number
     assert model["sha256"] == hashlib.sha256((export / "best_model.keras").read_bytes()).hexdigest()
     assert f"best_model.keras: the model of trial {study.best_trial.number}, sha256 {model['sha256']}" in output
+
+
+def test_an_export_that_fails_leaves_the_earlier_export_whole(kept_study, tmp_path):
+    """`export-best --artifacts FILE` into an earlier export deleted its best_model.keras, then failed, leaving
+    best_hyperparameters.json naming the deleted file."""
+    study, folder, _, _ = kept_study
+    out = tmp_path / "export"
+    shutil.copytree(folder / "tiny" / "export", out)
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    blocker = tmp_path / "not a folder"
+    blocker.write_text("")
+    env = {"OPTIMIZE_STUDIES_DIR": str(folder)}
+    failed = run_cli("export-best", "--study", "tiny", "--out", str(out), "--artifacts", str(blocker), env=env)
+    assert failed.returncode == 1 and failed.stderr.strip() == (
+        f"optimize export-best: error: {blocker} (--artifacts) is a file; expected the folder of the study's kept "
+        "models"
+    )
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
 
 
 def test_the_exported_model_predicts_in_a_fresh_process_what_the_trial_predicted(kept_study, tmp_path):

@@ -131,13 +131,14 @@ def export_model(study: optuna.Study, best: FrozenTrial, url: str, option: str |
     config = stored_config(study)
     folder = resolve_artifact_folder(study.study_name, url, option, config.artifacts_dir() if config else None)
     target = out / BEST_MODEL_FILE
-    if target.exists():
-        target.unlink()
+    if folder.path.exists() and not folder.path.is_dir():
+        raise UserError(f"{folder.path} ({folder.source}) is a file; expected the folder of the study's kept models")
     with tempfile.TemporaryDirectory(prefix="optimize-export-") as scratch:
         original = Path(scratch) / "trial_model.keras"
         try:
             meta = download_model(best, folder.store(), original)
         except FileNotFoundError:
+            target.unlink(missing_ok=True)  # an earlier export's model is not this trial's
             reason = (
                 f"trial {best.number} has no model in {folder.path} ({folder.source}); models are kept by studies "
                 "run with this version, unless [artifacts] keep_models = 0; --artifacts DIR names another folder"
