@@ -347,6 +347,25 @@ def test_read_only_journal_storage_writes_nothing(tmp_path):
     assert digest(path) == before
 
 
+def test_a_log_file_that_is_not_a_journal_is_one_line_and_unchanged(tmp_path):
+    """An SQLite file named .log ended in a UnicodeDecodeError traceback; a job's one-line output named .log read
+    as a journal without studies (Optuna skips a last line it cannot read, as one being written)."""
+    job_log, sqlite_log = tmp_path / "job.log", tmp_path / "sqlite.log"
+    job_log.write_text("PBS job 1234 started on node07\n")
+    optuna.create_study(study_name="s", storage=f"sqlite:///{sqlite_log}")
+    for path, problem in ((job_log, "its first line is not a JSON object"), (sqlite_log, "its first line")):
+        before = digest(path)
+        with pytest.raises(StorageError) as refused:
+            open_storage(str(path), read_only=True)
+        assert str(refused.value).startswith(f"{path} is not an Optuna journal file ({problem}")
+        assert str(refused.value).endswith("expected the .log file that `optimize run --storage FILE.log` writes")
+        result = run_cli("status", "--study", "s", "--storage", str(path))
+        assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+            f"optimize status: error: {refused.value}"
+        ]
+        assert digest(path) == before
+
+
 def path_options() -> Iterator[tuple[str, str]]:
     """Every (command, option) of the CLI that takes a path, URL or name (metavar DIR, FILE, URL, NAME)."""
     from optimize.cli import build_parser

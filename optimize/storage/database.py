@@ -176,9 +176,12 @@ def open_storage(
         if not read_only:
             _make_folder(Path(url).parent, url)
         try:
+            _check_journal_start(url)
             return JournalStorage(JournalFileBackend(url))
         except OSError as error:
             raise StorageError(f"cannot open {describe(url)}: {error.strerror}") from None
+        except ValueError as error:  # a line that is not JSON text: an SQLite file or a job's log named .log
+            raise _not_a_journal(url, f"{type(error).__name__}: {error}") from None
     parsed = parse_url(url)
     if read_only:
         return _open_read_only(url, parsed)
@@ -198,6 +201,25 @@ def open_storage(
         return storage
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, sqlite3.Error) as error:
         raise StorageError(f"cannot open study storage {describe(url)}: {reason(error)}") from None
+
+
+def _check_journal_start(url: str) -> None:
+    """StorageError for an existing, non-empty file whose first line is not a JSON object, as every journal
+    line is: Optuna skips a bad last line (one being written), so a one-line job log read as an empty journal."""
+    path = Path(url)
+    if not path.is_file():
+        return
+    with path.open("rb") as file:
+        first = file.readline(1 << 16).lstrip()
+    if first and not first.startswith(b"{"):
+        raise _not_a_journal(url, "its first line is not a JSON object")
+
+
+def _not_a_journal(url: str, why: str) -> StorageError:
+    return StorageError(
+        f"{url} is not an Optuna journal file ({why}); expected the .log file that `optimize run --storage "
+        "FILE.log` writes"
+    )
 
 
 def _open_read_only(url: str, parsed: URL) -> RDBStorage:
