@@ -161,6 +161,23 @@ def test_confirm_retrains_the_top_configurations_with_new_seeds(studies, capsys)
     assert "study tiny-confirm was made by `optimize confirm --top-k 2 --seeds 2`; this command says --top-k 3" in error
 
 
+def test_two_workers_on_sqlite_leave_the_whole_confirmation_in_the_database_file(studies):
+    """The command's own reader stayed open while its workers ran, so their last close could not checkpoint:
+    the confirmation sat in `tiny.db-wal` alone, and a copy of `tiny.db` (as one copies a study) lacked it."""
+    ran = subprocess.run(
+        [OPTIMIZE, "confirm", "--study", SOURCE, "--top-k", "1", "--seeds", "1", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr
+    wal = studies / "tiny.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0, (wal.stat().st_size, ran.stdout[-1500:])
+    copy = studies / "copy.db"
+    shutil.copy(studies / "tiny.db", copy)
+    assert len(load(f"sqlite:///{copy}", CONFIRM).get_trials(states=(TrialState.COMPLETE,))) == 1
+
+
 def test_two_workers_on_postgresql_run_every_rerun_exactly_once(source_db, postgres_url, tmp_path):
     postgres_copy(source_db, postgres_url)
     pool = start_confirm(postgres_url, tmp_path, "--top-k", "2", "--seeds", "2", "--workers", "2")

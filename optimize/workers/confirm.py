@@ -198,7 +198,8 @@ def run_confirm(
 
     stream = stream or sys.stdout
     url = resolve_url(options.study, options.storage)
-    source, plan = plan_confirmation(options, open_storage(url, read_only=True), stream)
+    reader = open_storage(url, read_only=True)
+    source, plan = plan_confirmation(options, reader, stream)
     config = confirm_config(source, plan)
     check_folds(source, plan)
     data = load_study_data(config, options.data)
@@ -208,6 +209,8 @@ def run_confirm(
         from optimize.workers.pool import run_worker_pool
 
         del data  # checked; each worker loads its own
+        if isinstance(reader, optuna.storages.RDBStorage):
+            reader.engine.dispose()  # an open reader keeps the workers' last close from checkpointing SQLite's WAL
         code = run_worker_pool(options.worker_args(), pool, shared_gpu, stream, subcommand="confirm")
     else:
         code = run_one_worker(options, url, config, lambda: confirm_hooks(plan, config, source), stream, data)
