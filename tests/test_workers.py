@@ -124,6 +124,7 @@ def test_sigterm_hands_the_trial_back(postgres_url, tmp_path):
     assert time.monotonic() - sent < 20
     trials = trials_of(postgres_url)
     interrupted = next(t for t in trials if t.user_attrs.get("reason") == "interrupted")
+    assert f"interrupted: trial {interrupted.number} was handed back to the study; exiting 143" in output
     assert interrupted.state == TrialState.FAIL
     requeued = [t for t in trials if t.user_attrs.get("requeued_from") == interrupted.number]
     assert [t.state for t in requeued] == [TrialState.WAITING]
@@ -135,6 +136,30 @@ def test_sigterm_hands_the_trial_back(postgres_url, tmp_path):
     redone = next(t for t in trials_of(postgres_url) if t.number == requeued[0].number)
     assert redone.state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert redone.user_attrs["retry_of"] == interrupted.number
+
+
+def test_a_signal_between_trials_starts_no_other_and_says_none_was_running(studies, monkeypatch, capsys):
+    """A stop signal that came after a trial ended was reported as 'the running trial was handed back'."""
+    import optimize.workers.worker as worker_module
+
+    printer = worker_module.print_trial
+
+    def print_then_signal(stream):
+        show = printer(stream)
+
+        def callback(study, trial):
+            show(study, trial)
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C just after the trial's line
+
+        return callback
+
+    monkeypatch.setattr(worker_module, "print_trial", print_then_signal)
+    assert main(["run", "--study", "tiny", "--n-trials", "3"]) == 130
+    output = capsys.readouterr().out
+    assert output.rstrip().endswith("interrupted: no trial was running; exiting 130")
+    trials = trials_of(f"sqlite:///{studies / 'tiny.db'}")
+    assert [t.state for t in trials if t.state not in (TrialState.WAITING,)] == [TrialState.COMPLETE]
+    assert not [t for t in trials if t.user_attrs.get("reason") == "interrupted"]
 
 
 def test_out_of_memory_halves_the_micro_batch(studies, monkeypatch, capsys):

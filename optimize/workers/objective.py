@@ -96,6 +96,8 @@ class Objective:
         self.on_error = on_error
         self.started = 0
         self.running: tuple[optuna.Trial, EpochHistory, dict[str, Any]] | None = None
+        self.handed_back: int | None = None
+        """The number of the trial a stop signal interrupted and queued again, if any."""
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.started += 1
@@ -141,6 +143,7 @@ class Objective:
         except Interrupted:
             summary.update(record.reason_attrs(Reason.INTERRUPTED))
             requeue(trial, Reason.INTERRUPTED)
+            self.handed_back = trial.number
             trial.study.stop()
             raise
         except Exception as error:

@@ -211,11 +211,9 @@ def run_trials(
             raise storage.unreachable from None
         raise
     if watch.requested:
-        print(
-            f"interrupted: the running trial was handed back to the study; exiting {watch.exit_code}",
-            file=stream,
-            flush=True,
-        )
+        handed_back = objective.handed_back
+        what = "no trial was running" if handed_back is None else f"trial {handed_back} was handed back to the study"
+        print(f"interrupted: {what}; exiting {watch.exit_code}", file=stream, flush=True)
         return watch.exit_code
     if errors.stop_message is not None:
         print(errors.stop_message, file=stream, flush=True)
