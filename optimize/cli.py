@@ -816,7 +816,12 @@ def read_url(name: str, storage: str | None) -> str:
 
 def study_name(args: argparse.Namespace) -> str:
     """The study name `--study` gives: NAME, or the stem of a path to NAME.toml."""
-    return args.study.removesuffix(".toml").rsplit("/", 1)[-1]
+    name = args.study.removesuffix(".toml").rsplit("/", 1)[-1]
+    if not name.strip():
+        raise UsageError(
+            f"--study {args.study!r} names no study; expected NAME (studies/NAME.toml) or a path to NAME.toml"
+        )
+    return name
 
 
 def check_storage_option(args: argparse.Namespace) -> None:

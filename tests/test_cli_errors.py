@@ -65,11 +65,23 @@ def one_error_line(result: subprocess.CompletedProcess, *, exit_code: int = 2) -
         ("report", f"mysql://alice:{PASSWORD}@dbhost/optuna", "driver of 'mysql' is not installed (No module named"),
         ("dashboard", f"postgresql+pg8000://alice:{PASSWORD}@dbhost/optuna", "driver of 'postgresql+pg8000'"),
         ("status", f"alice:{PASSWORD}@dbhost/optuna", "storage URL 'alice:***@dbhost/optuna' is not a database URL"),
+        ("run", "sqlite://", "storage URL 'sqlite://' is an in-memory SQLite database, gone when the command ends"),
+        ("status", "sqlite:///:memory:", "storage URL 'sqlite:///:memory:' is an in-memory SQLite database"),
     ],
 )
 def test_unusable_storage_url_is_one_line_without_password(studies, command, url, expected):
     line = one_error_line(run_cli(command, "--study", "tiny", "--storage", url))
     assert line.startswith(f"optimize {command}: error: ") and expected in line
+
+
+@pytest.mark.parametrize("study", ["/", "dir/", ".toml"])
+def test_a_study_option_without_a_name_is_one_line(studies, study):
+    """`--study dir/` read as the study '' (studies/.db, studies/.toml)."""
+    line = one_error_line(run_cli("status", "--study", study))
+    assert line == (
+        f"optimize status: error: --study {study!r} names no study; expected NAME (studies/NAME.toml) or a path to "
+        "NAME.toml"
+    )
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])

@@ -149,7 +149,12 @@ def check_url(url: str) -> None:
             f"storage URL {redact(url)!r}: the driver of {parsed.drivername!r} is not installed ({error}); "
             f"expected e.g. {URL_EXAMPLES}"
         ) from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise StorageError(
+            f"storage URL {url!r} is an in-memory SQLite database, gone when the command ends; expected "
+            "a file, sqlite:///PATH/TO/FILE.db"
+        )
+    if parsed.get_backend_name() == "sqlite":
         _check_folder(Path(parsed.database).parent, url)
 
 
