@@ -80,7 +80,17 @@ def test_defaults_come_from_the_dataclasses():
         ("[data]\ndir='x'\nval_fraction=1.5", r"val_fraction = 1.5 must be in \(0, 1\)"),
         (
             "[data]\ndir='x'\n[search]\nbatch_size=[4, 6]\ngradient_accumulation_steps=[1, 4]",
-            r"batch_size = 6 is not divisible by gradient_accumulation_steps = 4",
+            r"\[search\] batch_size \[4, 6\] with \[search\] gradient_accumulation_steps \[1, 4\]: a trial can get "
+            r"batch_size = 6 with gradient_accumulation_steps = 4, and the batch must divide into that many micro",
+        ),
+        (  # a range against the [training] value: the trials drawing 5, 6, 7, 9, ... failed before training
+            "[data]\ndir='x'\n[training]\ngradient_accumulation_steps=4\n[search]\nbatch_size={low=4, high=12}",
+            r"\[search\] batch_size \[4, 12\]: a trial can get batch_size = 5 with gradient_accumulation_steps = 4",
+        ),
+        (
+            "[data]\ndir='x'\n[training]\nbatch_size=8\n[search]\ngradient_accumulation_steps={low=1, high=8}",
+            r"\[search\] gradient_accumulation_steps \[1, 8\]: a trial can get batch_size = 8 with "
+            r"gradient_accumulation_steps = 3",
         ),
         (
             "[data]\ndir='x'\n[search]\nloss=['dice']\n[[enqueue]]\nloss='focal'",

@@ -287,10 +287,58 @@ def _of_kind(value: Any, kind: type) -> bool:
 
 
 def _check_combinations(space: SearchSpace, base: TrainSettings, path: Path) -> None:
-    """Batch size and gradient accumulation searched together must divide for every pair."""
+    """Every batch size a trial can get must divide by every gradient accumulation it can get, whether either is
+    a list, a range or the `[training]` value: a pair that does not was a trial failing before it trained."""
     batch = space.get("batch_size")
-    steps = space.get("gradient_accumulation_steps")
-    if batch and steps and batch.is_categorical and steps.is_categorical:
-        for size in batch.choices:
-            for step in steps.choices:
-                settings_with(base, {"batch_size": size, "gradient_accumulation_steps": step}, f"{path} [search]")
+    accumulation = space.get("gradient_accumulation_steps")
+    if batch is None and accumulation is None:
+        return
+    sizes = _IntValues(batch, base.batch_size)
+    for steps in _IntValues(accumulation, base.gradient_accumulation_steps).all(limit=sizes.smallest()):
+        size = sizes.not_divisible_by(steps)
+        if size is not None:
+            drawn = [f"[search] {param.summary()}" for param in (batch, accumulation) if param is not None]
+            raise ConfigError(
+                f"{path} {' with '.join(drawn)}: a trial can get batch_size = {size} with gradient_accumulation_steps "
+                f"= {steps}, and the batch must divide into that many micro-batches; search values that divide"
+            )
+
+
+@dataclass(frozen=True)
+class _IntValues:
+    """The integers a setting takes: a searched list or range (every integer from low to high, by step), or
+    its one `[training]` value when not searched."""
+
+    param: ParamSpec | None
+    fixed: int
+
+    def _progression(self) -> tuple[int, int, int] | None:
+        """(first, step, count) of a range; None for a list or a fixed value."""
+        if self.param is None or self.param.is_categorical:
+            return None
+        low, high, step = int(self.param.low), int(self.param.high), int(self.param.step or 1)
+        return low, step, (high - low) // step + 1
+
+    def smallest(self) -> int:
+        if self.param is None:
+            return self.fixed
+        return min(self.param.choices) if self.param.is_categorical else int(self.param.low)
+
+    def all(self, limit: int) -> list[int]:
+        """Every value up to `limit`, and the first above it (any value above the smallest batch cannot divide it)."""
+        progression = self._progression()
+        if progression is None:
+            return [self.fixed] if self.param is None else sorted(self.param.choices)
+        first, step, count = progression
+        return list(range(first, min(first + count * step, limit + step + 1), step))
+
+    def not_divisible_by(self, divisor: int) -> int | None:
+        """The smallest value that `divisor` does not divide, or None."""
+        progression = self._progression()
+        if progression is None:
+            values = [self.fixed] if self.param is None else sorted(self.param.choices)
+            return next((value for value in values if value % divisor), None)
+        first, step, count = progression
+        if first % divisor:
+            return first
+        return first + step if count > 1 and step % divisor else None

@@ -117,7 +117,6 @@ class Objective:
         started = time.perf_counter()
         database_seconds = database_clock(trial)
         database_before = database_seconds() if database_seconds else 0.0
-        settings = self.config.training.replace(**self.config.search.suggest(trial))
         history = EpochHistory()
         timing = FitTiming()
         worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -128,6 +127,7 @@ class Objective:
         if retry_of is not None:
             summary[record.RETRY_OF] = retry_of
         try:
+            settings = self.config.training.replace(**self.config.search.suggest(trial))
             result = self.train_within_memory(trial, settings, history, summary, timing)
             summary[record.PARAM_COUNT] = result.param_count
             summary[record.TRAIN_SECONDS] = round(result.train_seconds, 2)
