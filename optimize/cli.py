@@ -484,6 +484,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     check_worker_flags(args)
     config = load_config(args.study)
+    if args.seed is None and config.sampler.seed is not None and config.sampler.seed + args.rank > MAX_SEED:
+        raise UserError(
+            f"{config.path} [sampler] seed = {config.sampler.seed}: this worker (rank {args.rank}) would use seed "
+            f"{config.sampler.seed + args.rank}, above {MAX_SEED}; use at most {MAX_SEED - args.rank}"
+        )
     data = load_study_data(config, args.data)
     if not args.gpus and (args.workers or 1) == 1:
         import_keras(quiet=not args.verbose)
@@ -495,9 +500,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     trials_per_gpu = args.trials_per_gpu or 1
     plan = plan_workers(args.gpus, args.workers, trials_per_gpu, args.n_trials)
-    if args.seed is not None and args.seed + len(plan) - 1 > MAX_SEED:
+    seed = args.seed if args.seed is not None else config.sampler.seed
+    if seed is not None and seed + len(plan) - 1 > MAX_SEED:
+        given = f"--seed {seed}" if args.seed is not None else f"{config.path} [sampler] seed = {seed}"
         raise UsageError(
-            f"--seed {args.seed}: worker {len(plan) - 1} would use seed {args.seed + len(plan) - 1}, "
+            f"{given}: worker {len(plan) - 1} would use seed {seed + len(plan) - 1}, "
             f"above {MAX_SEED}; use at most {MAX_SEED - len(plan) + 1}"
         )
     return run_worker_pool(options.worker_args(), plan, shared_gpu=trials_per_gpu > 1, stream=sys.stdout)

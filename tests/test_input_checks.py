@@ -345,6 +345,30 @@ def test_flags_that_cannot_apply_are_refused_before_workers_start(existing_study
     assert snapshot(existing_study) == before
 
 
+def test_a_sampler_seed_in_the_file_that_a_worker_would_overflow_is_refused(existing_study, tmp_path, capsys):
+    """`[sampler] seed = 2**32 - 1` with two workers: worker 1 died with a ValueError traceback after worker 0 had
+    created the study and run a trial (only `--seed` was checked)."""
+    studies = tmp_path / "studies"
+    shutil.copytree(existing_study, studies)
+    config = studies / "tiny.toml"
+    text = config.read_text()
+    config.write_text(text.replace("n_startup_trials = 2\nseed = 0", f"n_startup_trials = 2\nseed = {MAX_SEED}"))
+    before = snapshot(studies)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("OPTIMIZE_STUDIES_DIR", str(studies))
+        assert main(["run", "--study", "tiny", "--workers", "2"]) == 2
+        assert capsys.readouterr().err == (
+            f"optimize run: error: {config} [sampler] seed = {MAX_SEED}: worker 1 would use seed {MAX_SEED + 1}, above "
+            f"{MAX_SEED}; use at most {MAX_SEED - 1}\n"
+        )
+        assert main(["run", "--study", "tiny", "--rank", "3"]) == 1  # a pool's worker, or a job array's
+        assert capsys.readouterr().err == (
+            f"optimize run: error: {config} [sampler] seed = {MAX_SEED}: this worker (rank 3) would use seed "
+            f"{MAX_SEED + 3}, above {MAX_SEED}; use at most {MAX_SEED - 3}\n"
+        )
+    assert snapshot(studies) == before
+
+
 # Worker processes started from a folder that holds the user's own `data/`.
 
 
