@@ -92,6 +92,20 @@ def test_defaults_come_from_the_dataclasses():
             r"\[search\] gradient_accumulation_steps \[1, 8\]: a trial can get batch_size = 8 with "
             r"gradient_accumulation_steps = 3",
         ),
+        (  # the rungs' epochs took 2**10**15: memory ran out after the study was created
+            "[data]\ndir='x'\n[pruner]\nmin_early_stopping_rate=1000000000000000",
+            r"\[pruner\]: min_early_stopping_rate = 1000000000000000 must be <= 64: ASHA's first rung",
+        ),
+        (  # the heartbeat thread died of an OverflowError and the run went on without one
+            "[data]\ndir='x'\n[recovery]\nheartbeat_interval=100000000000000000000",
+            r"\[recovery\]: heartbeat_interval = 100000000000000000000 must be <= 604800 \(seconds: a week\)",
+        ),
+        ("[data]\ndir='x'\n[recovery]\nreconnect_timeout=604801", r"reconnect_timeout = 604801 must be <= 604800"),
+        (  # a 50-line TensorFlow out-of-memory traceback when the first model was built
+            "[data]\ndir='x'\n[training]\nbase_filters=100000000",
+            r"\[training\]: base_filters = 100000000 must be <= 1024: a U-Net's deepest level has",
+        ),
+        ("[data]\ndir='x'\n[search]\nbase_filters=[16, 2048]", r"\[search\] base_filters: base_filters = 2048 must"),
         (
             "[data]\ndir='x'\n[search]\nloss=['dice']\n[[enqueue]]\nloss='focal'",
             r"\[\[enqueue\]\] #1 loss = 'focal': expected one of 'dice'",
@@ -294,6 +308,15 @@ GRID = "[data]\ndir='x'\n[search]\nloss=['dice', 'focal']\n[sampler]\nkind='grid
         (
             UNUSED + "[training]\nrun_eagerly=true\n[search]\njit_compile=[true, false]",
             r"\[search\] jit_compile: run_e",
+        ),
+        (  # the rate only ever rose: at most 3/50 of the learning rate, and no cosine phase
+            UNUSED + "[training]\nschedule='cosine'\nwarmup_epochs=50\nmax_epochs=3",
+            r"\[training\] warmup_epochs = 50 is not below max_epochs = 3: the learning rate would rise for the whole "
+            r"trial and its cosine decay never start",
+        ),
+        (
+            UNUSED + "[training]\nschedule='cosine'\nwarmup_epochs=20\n[search]\nmax_epochs=[10, 20]",
+            r"warmup_epochs = 20 is not below max_epochs = 20",
         ),
     ],
 )

@@ -75,6 +75,31 @@ def test_a_worker_that_sees_several_gpus_says_it_trains_on_the_first(tmp_path, m
     )
 
 
+def test_a_timing_step_that_runs_out_of_memory_is_one_line(tmp_path, monkeypatch):
+    """A model too large for the CPU (base_filters 100000000) ended the CPU check in a 50-line TensorFlow traceback."""
+    from optimize.errors import UsageError
+    from optimize.search.config import load_config
+    from optimize.training.dataset import load_study_data
+    from optimize.training.device_check import check_device
+    from optimize.training.out_of_memory import backend_out_of_memory_error
+
+    studies, path = gpu_sized_study(tmp_path)
+    monkeypatch.setenv("OPTIMIZE_STUDIES_DIR", str(studies))
+    config = load_config("tiny")
+
+    def too_large(config, data):
+        raise backend_out_of_memory_error("shape[3,3,100000000,100000000]")
+
+    monkeypatch.setattr("optimize.training.device_check.measure_step", too_large)
+    with pytest.raises(UsageError) as refused:
+        check_device(config, load_study_data(config, None), allow_cpu=False, stream=io.StringIO())
+    assert str(refused.value) == (
+        f"{path}: the study is sized for a GPU (precision mixed_bfloat16) and no GPU is visible (no GPU visible to "
+        "the tensorflow backend); on this CPU one training step of its first model ran out of memory; run on a GPU "
+        "node"
+    )
+
+
 @pytest.mark.parametrize(
     "training, search, expected",
     [

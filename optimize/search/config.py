@@ -38,6 +38,11 @@ TPE_SETTINGS = ("n_startup_trials", "multivariate", "constant_liar")
 SCHEDULE_SETTINGS = {"plateau_factor": "plateau", "plateau_patience": "plateau", "warmup_epochs": "cosine"}
 """`[training]` settings that only one `schedule` uses (`optimize.training.train`)."""
 
+MAX_EARLY_STOPPING_RATE = 64
+"""ASHA's first rung is at min_resource · reduction_factor^min_early_stopping_rate epochs: never reached past 2^64."""
+MAX_RECOVERY_SECONDS = 7 * 24 * 3600
+"""The longest heartbeat interval, grace period or reconnect timeout: a week (Python's timers overflow near 2^33 s)."""
+
 log = logging.getLogger(__name__)
 
 
@@ -130,6 +135,11 @@ class PrunerConfig:
         _check_choice("kind", self.kind, ("asha", "hyperband", "median", "none"))
         if self.min_resource < 1 or self.reduction_factor < 2 or self.min_early_stopping_rate < 0:
             raise ValueError("need min_resource >= 1, reduction_factor >= 2, min_early_stopping_rate >= 0")
+        if self.min_early_stopping_rate > MAX_EARLY_STOPPING_RATE:
+            raise ValueError(
+                f"min_early_stopping_rate = {self.min_early_stopping_rate} must be <= {MAX_EARLY_STOPPING_RATE}: "
+                "ASHA's first rung would be at min_resource x reduction_factor^min_early_stopping_rate epochs"
+            )
         for name in ("n_startup_trials", "n_warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} = {getattr(self, name)} must be >= 0")
@@ -200,6 +210,10 @@ class RecoveryConfig:
             )
         if self.reconnect_timeout < 1:
             raise ValueError(f"reconnect_timeout = {self.reconnect_timeout} must be >= 1 (seconds)")
+        for name in ("heartbeat_interval", "grace_period", "reconnect_timeout"):
+            seconds = getattr(self, name)
+            if seconds is not None and seconds > MAX_RECOVERY_SECONDS:
+                raise ValueError(f"{name} = {seconds} must be <= {MAX_RECOVERY_SECONDS} (seconds: a week)")
         if self.stop_after_repeated_errors < 1:
             raise ValueError(f"stop_after_repeated_errors = {self.stop_after_repeated_errors} must be >= 1")
 
@@ -465,6 +479,12 @@ def _check_settings_used(table: dict[str, Any], config: StudyConfig) -> None:
                     f'{path} [{section}] {name}: only schedule = "{needed}" uses it, and this study\'s schedule is '
                     f'{" or ".join(schedules)}; remove it or set schedule = "{needed}"'
                 )
+    longest = search.get("max_epochs").highest() if search.get("max_epochs") else training.max_epochs
+    if "cosine" in schedules and "warmup_epochs" not in search.names() and training.warmup_epochs >= longest:
+        raise ConfigError(
+            f"{path} [training] warmup_epochs = {training.warmup_epochs} is not below max_epochs = {longest}: the "
+            "learning rate would rise for the whole trial and its cosine decay never start; warm up for fewer epochs"
+        )
     eager = training.run_eagerly and "run_eagerly" not in search.names()
     if eager and ("jit_compile" in search.names() or training.jit_compile):
         key = "[search] jit_compile" if "jit_compile" in search.names() else "[training] jit_compile = true"

@@ -14,6 +14,9 @@ from losses import LOSS_NAMES, LOSS_SETTINGS, default_params, params_from_settin
 from models import ARCHITECTURES, NORMS
 from optimize.limits import MAX_SEED
 
+MAX_BASE_FILTERS = 1024
+"""The widest first level: a U-Net of base 1024 and depth 4 has some 8 billion weights."""
+
 SCHEDULES = ("none", "plateau", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 AUGMENT_ON = ("device", "host")
@@ -129,6 +132,11 @@ def _problems(settings: TrainSettings):
     for name in positive:
         if getattr(settings, name) <= 0:
             yield f"{name} = {getattr(settings, name)!r} must be > 0"
+    if settings.base_filters > MAX_BASE_FILTERS:
+        yield (
+            f"base_filters = {settings.base_filters!r} must be <= {MAX_BASE_FILTERS}: a U-Net's deepest level has "
+            "base_filters x 2^depth filters (users' models: 16 to 64)"
+        )
     if not 0.0 <= settings.dropout < 1.0:
         yield f"dropout = {settings.dropout!r} must be in [0, 1)"
     for name in ("focal_alpha", "combined_focal_weight", "combined_tversky_focal_weight"):

@@ -20,6 +20,7 @@ from optimize.search.config import StudyConfig
 from optimize.training.dataset import StudyData
 from optimize.training.device import training_device, training_gpus
 from optimize.training.garbage import release_memory
+from optimize.training.out_of_memory import is_out_of_memory
 from optimize.training.train import build_model, dtype_policy, make_optimizer
 
 GPU_SIZED_IMAGE = 256
@@ -69,7 +70,16 @@ def check_device(config: StudyConfig, data: StudyData, allow_cpu: bool, stream: 
         print(f"device CPU ({detail}){sized}", file=stream, flush=True)
         return []
     print(f"device CPU ({detail}); timing one training step of the study's first model ...", file=stream, flush=True)
-    seconds_per_image = measure_step(config, data)
+    try:
+        seconds_per_image = measure_step(config, data)
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        release_memory()
+        raise UsageError(
+            f"{config.path}: the study is sized for a GPU ({', '.join(reasons)}) and no GPU is visible ({detail}); "
+            "on this CPU one training step of its first model ran out of memory; run on a GPU node"
+        ) from None
     images = len(data.train[0])
     epoch = seconds_per_image * images
     trial = epoch * config.training.max_epochs
