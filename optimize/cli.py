@@ -16,7 +16,14 @@ from pathlib import Path
 
 from optimize.errors import UsageError, UserError
 from optimize.keras_import import import_keras
-from optimize.limits import IMAGE_SIZE_REASON, MAX_IMAGE_SIZE, MAX_PREDICT_BATCH, MAX_SEED, MIN_SYNTHETIC_SIZE
+from optimize.limits import (
+    IMAGE_SIZE_REASON,
+    MAX_IMAGE_SIZE,
+    MAX_PREDICT_BATCH,
+    MAX_SEED,
+    MAX_WORKERS,
+    MIN_SYNTHETIC_SIZE,
+)
 from optimize.stop_signals import raise_if_stopped, signal_exit_code, stop_behind, stop_signals_unwind
 
 DEFAULT_DASHBOARD_PORT = 8080
@@ -122,12 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
             "or all-visible (default: one worker in this process, on whatever device Keras finds)",
         )
         sub.add_argument(
-            "--workers", metavar="N", type=positive_int, help="N worker processes without GPU pinning (default: 1)"
+            "--workers",
+            metavar="N",
+            type=worker_count,
+            help=f"N worker processes without GPU pinning, 1 to {MAX_WORKERS} (default: 1)",
         )
         sub.add_argument(
             "--trials-per-gpu",
             metavar="N",
-            type=positive_int,
+            type=worker_count,
             help="workers sharing each GPU, with --gpus (default: 1)",
         )
         sub.add_argument(
@@ -897,6 +907,10 @@ def bounded_int(text: str, low: int, high: int | None, expected: str) -> int:
     if value is None or value < low or (high is not None and value > high):
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def worker_count(text: str) -> int:
+    return bounded_int(text, 1, MAX_WORKERS, f"a number of workers from 1 to {MAX_WORKERS}")
 
 
 def predict_batch_size(text: str) -> int:

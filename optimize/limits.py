@@ -14,4 +14,7 @@ MAX_SYNTHETIC_PIXELS = 2**30
 copies each hold one)."""
 MAX_PREDICT_BATCH = 1024
 """The most tiles `optimize predict --batch-size` predicts at once: 1024 tiles of 512² float32 are 1 GiB on the
-host, and every batch is padded to the full size."""
+host (a batch of fewer tiles is padded up to a power of two only)."""
+MAX_WORKERS = 256
+"""The most worker processes one command starts (`--workers`, `--trials-per-gpu`): each loads Keras and its own
+copy of the data."""
