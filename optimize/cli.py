@@ -282,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     artifacts_option(dashboard)
     dashboard.add_argument(
         "--host",
+        type=non_empty,
         default="127.0.0.1",
         help="address to serve on; 0.0.0.0 serves every network interface (default: %(default)s, this machine only)",
     )

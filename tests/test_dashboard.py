@@ -278,3 +278,25 @@ def test_a_long_history_fits_where_the_old_history_attr_overflowed(tmp_path):
             old = browser.page_layout(trial_page(base, study_id, 1), ready="best_epoch 12")
     assert new["scroll_width"] <= new["window_width"] == WINDOW[0]
     assert old["scroll_width"] > 3 * old["window_width"], old["scroll_width"]
+
+
+def test_an_empty_host_or_an_artifacts_folder_that_is_not_one_is_refused(finished_study, tmp_path, monkeypatch, capsys):
+    """`--host ""` (an unset $HOST) served on every network interface; `--artifacts FILE` and a missing folder
+    served without models, saying a file that exists 'does not exist'."""
+    from optimize.cli import main
+
+    monkeypatch.setenv("OPTIMIZE_STUDIES_DIR", str(finished_study[1]))
+    with pytest.raises(SystemExit) as exited:
+        main(["dashboard", "--study", "tiny", "--host", ""])
+    assert exited.value.code == 2 and "argument --host: expected a value, got ''" in capsys.readouterr().err
+    a_file, missing = tmp_path / "notes.txt", tmp_path / "no models"
+    a_file.write_text("")
+    assert main(["dashboard", "--study", "tiny", "--artifacts", str(a_file)]) == 2
+    assert capsys.readouterr().err == (
+        f"optimize dashboard: error: {a_file} (--artifacts) is a file; expected the folder of the study's kept models\n"
+    )
+    assert main(["dashboard", "--study", "tiny", "--artifacts", str(missing)]) == 2
+    assert capsys.readouterr().err == (
+        f"optimize dashboard: error: --artifacts {missing}: {missing} does not exist; expected the kept models' "
+        "folder\n"
+    )

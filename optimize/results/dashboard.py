@@ -30,6 +30,10 @@ def serve_dashboard(study: optuna.Study, url: str, artifacts: str | None, host: 
     study_id = storage.get_study_id_from_name(study_name)
     config = stored_config(study)
     folder = resolve_artifact_folder(study_name, url, artifacts, config.artifacts_dir() if config else None)
+    if folder.path.exists() and not folder.path.is_dir():
+        raise UsageError(f"{folder.path} ({folder.source}) is a file; expected the folder of the study's kept models")
+    if artifacts and not folder.path.exists():
+        raise UsageError(f"--artifacts {artifacts}: {folder.path} does not exist; expected the kept models' folder")
     store = folder.store() if folder.path.is_dir() else None
     server_class = IPv6Server if ":" in host else WSGIServer
     try:
