@@ -282,6 +282,23 @@ def test_gpus_on_a_machine_without_gpus_are_refused(existing_study, spec, wanted
     assert snapshot(existing_study) == before
 
 
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has nvidia-smi")
+def test_a_gpu_worker_whose_backend_sees_no_gpu_stops_instead_of_training_on_the_cpu(existing_study):
+    """A PBS job (CUDA_VISIBLE_DEVICES set) with a CPU-only TensorFlow: `--gpus 0` trained on the CPU, exit 0."""
+    before = snapshot(existing_study)
+    result = optimize(
+        "run", "--study", "tiny", "--gpus", "0", "--n-trials", "1", studies=existing_study, CUDA_VISIBLE_DEVICES="0"
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert (
+        "[w0] optimize run: error: --gpus: this worker was started for GPU 0, but no GPU visible to the tensorflow "
+        "backend, so it would train on the CPU; install a backend with CUDA"
+    ) in result.stdout + result.stderr
+    assert "trial " not in result.stdout
+    assert snapshot(existing_study) == before
+
+
 @pytest.fixture
 def fake_gpus(tmp_path) -> str:
     """A PATH whose `nvidia-smi -L` lists GPUs 0 and 1 (and a MIG device of GPU 0 between them)."""

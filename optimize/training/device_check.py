@@ -53,15 +53,23 @@ def _possible_values(config: StudyConfig, name: str) -> tuple:
     return spec.choices if spec.is_categorical else (spec.low,)
 
 
-def check_device(config: StudyConfig, data: StudyData, allow_cpu: bool, stream: TextIO) -> list[str]:
+def check_device(
+    config: StudyConfig, data: StudyData, allow_cpu: bool, stream: TextIO, gpu_requested: str | None = None
+) -> list[str]:
     """Print where trials train and return the GPUs seen (none: the CPU); raise UsageError for a GPU-sized
-    study on a CPU without `allow_cpu`."""
+    study on a CPU without `allow_cpu`, and for any study when this worker was started for GPU `gpu_requested`
+    (`--gpus`) but its backend sees none: asking for a GPU and getting the CPU is an error, not a fallback."""
     gpus = training_gpus()
     if gpus:
         note = "  (--allow-cpu is not needed)" if allow_cpu else ""
         print(f"device GPU: {', '.join(gpus)}{note}", file=stream, flush=True)
         return gpus
     _, detail = training_device()
+    if gpu_requested is not None:
+        raise UsageError(
+            f"--gpus: this worker was started for GPU {gpu_requested}, but {detail}, so it would train on the CPU; "
+            "install a backend with CUDA (pip install -e '.[gpu]' for TensorFlow, or JAX with CUDA), or drop --gpus"
+        )
     reasons = gpu_sized(config, data.train[0].shape[1])
     if not reasons or allow_cpu:
         sized = f"; the study is sized for a GPU ({', '.join(reasons)}), allowed by --allow-cpu" if reasons else ""

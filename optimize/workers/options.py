@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+GPU_REQUESTED_ENV = "OPTIMIZE_GPU_REQUESTED"
+"""Set by a pool in the environment of a worker it starts for a GPU (`--gpus`): that worker refuses to train on
+the CPU (`optimize.training.device_check.check_device`)."""
+
 
 @dataclass
 class RunOptions:

@@ -18,6 +18,7 @@ from typing import TextIO
 
 from optimize.errors import UsageError
 from optimize.stop_signals import signal_exit_code
+from optimize.workers.options import GPU_REQUESTED_ENV
 
 ALL_VISIBLE = "all-visible"
 
@@ -108,6 +109,7 @@ def worker_env(spec: WorkerSpec, shared_gpu: bool, n_workers: int = 1) -> dict[s
     env = dict(os.environ)
     if spec.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = spec.gpu
+        env[GPU_REQUESTED_ENV] = spec.gpu
     elif n_workers > 1 and not any(name in os.environ for name in CPU_THREAD_VARIABLES):
         threads = str(max(1, (os.cpu_count() or 1) // n_workers))
         env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 import sys
 import time
@@ -40,7 +41,7 @@ from optimize.training.injected_faults import error_injection, oom_injection, sl
 from optimize.workers.failures import EXIT_REPEATED_ERRORS, RepeatedErrors
 from optimize.workers.interrupt import InterruptWatch
 from optimize.workers.objective import Objective, TrialAbandoned
-from optimize.workers.options import RunOptions
+from optimize.workers.options import GPU_REQUESTED_ENV, RunOptions
 from optimize.workers.progress import EpochProgress, print_trial
 
 
@@ -107,7 +108,7 @@ def run_trials(
     cache_dir = enable_compile_cache(resolve_cache_dir(options.compile_cache))
     data = data if data is not None else load_study_data(config, options.data)
     data_for = hooks.use_data(data) if hooks.use_data else None
-    note = several_gpus_note(check_device(config, data, options.allow_cpu, stream))
+    note = several_gpus_note(check_device(config, data, options.allow_cpu, stream, os.environ.get(GPU_REQUESTED_ENV)))
     if note is not None:
         print(note, file=stream, flush=True)
     url = resolve_url(config.name, options.storage)
