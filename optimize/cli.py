@@ -507,6 +507,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return run_worker(options, config=config, data=data)
     del data  # checked; each worker loads its own
+    from optimize.storage import checkpoint_sqlite, resolve_url
     from optimize.workers.pool import plan_workers, run_worker_pool
 
     trials_per_gpu = args.trials_per_gpu or 1
@@ -518,7 +519,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{given}: worker {len(plan) - 1} would use seed {seed + len(plan) - 1}, "
             f"above {MAX_SEED}; use at most {MAX_SEED - len(plan) + 1}"
         )
-    return run_worker_pool(options.worker_args(), plan, shared_gpu=trials_per_gpu > 1, stream=sys.stdout)
+    code = run_worker_pool(options.worker_args(), plan, shared_gpu=trials_per_gpu > 1, stream=sys.stdout)
+    checkpoint_sqlite(resolve_url(args.new_study or config.name, args.storage))
+    return code
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:

@@ -54,3 +54,5 @@ def test_run_with_two_worker_processes_from_that_folder(user_folder):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[w0] trial" in result.stdout and "[w1] trial" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+    wal = user_folder / "studies" / "tiny.db-wal"  # the study is in tiny.db itself, for a copy of the file
+    assert not wal.exists() or wal.stat().st_size == 0

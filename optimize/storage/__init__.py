@@ -9,6 +9,7 @@ runs a trial again whose worker died (heartbeat) or was stopped by a signal.
 from optimize.storage.database import (
     Reconnector,
     check_url,
+    checkpoint_sqlite,
     default_url,
     describe,
     engine_kwargs,
@@ -28,6 +29,7 @@ __all__ = [
     "Reconnector",
     "RetryStaleTrial",
     "check_url",
+    "checkpoint_sqlite",
     "default_url",
     "describe",
     "engine_kwargs",

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 STORAGE_ENV = "OPTIMIZE_STORAGE"
 SQLITE_BUSY_SECONDS = 120
+SQLITE_CHECKPOINT_SECONDS = 10
 RETRY_DELAYS = (0.5, 1, 2, 4, 8, 16)
 """Seconds between attempts while the database is unreachable; the last one repeats."""
 RETRY_JITTER = 0.2
@@ -206,6 +207,23 @@ def open_storage(
         return storage
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, sqlite3.Error) as error:
         raise StorageError(f"cannot open study storage {describe(url)}: {reason(error)}") from None
+
+
+def checkpoint_sqlite(url: str) -> None:
+    """Copy an SQLite study's write-ahead log into its file once a command's worker processes have ended, so that
+    a copy of the `.db` file alone holds the whole study. SQLite does this when its last connection closes, but
+    a process that exits without closing its connections leaves the log behind. Nothing for other storages; a
+    database still in use is checkpointed as far as it can be (within `SQLITE_CHECKPOINT_SECONDS`)."""
+    if is_journal(url) or storage_kind(url) != "sqlite":
+        return
+    database = parse_url(url).database
+    if not database or database == ":memory:" or not Path(f"{database}-wal").exists():
+        return
+    try:
+        with closing(sqlite3.connect(database, timeout=SQLITE_CHECKPOINT_SECONDS)) as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.Error as error:
+        log.debug("could not checkpoint %s: %s", database, error)
 
 
 def _check_journal_start(url: str) -> None:

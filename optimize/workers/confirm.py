@@ -56,7 +56,7 @@ from optimize.results.record import (
 from optimize.search.config import StudyConfig, parse_config
 from optimize.search.settings import TrainSettings
 from optimize.search.study import confirm_study_name, load_existing_study
-from optimize.storage import open_storage, resolve_url, with_retry
+from optimize.storage import checkpoint_sqlite, open_storage, resolve_url, with_retry
 
 if TYPE_CHECKING:
     from optimize.training.dataset import StudyData
@@ -212,6 +212,7 @@ def run_confirm(
         if isinstance(reader, optuna.storages.RDBStorage):
             reader.engine.dispose()  # an open reader keeps the workers' last close from checkpointing SQLite's WAL
         code = run_worker_pool(options.worker_args(), pool, shared_gpu, stream, subcommand="confirm")
+        checkpoint_sqlite(url)
     else:
         code = run_one_worker(options, url, config, lambda: confirm_hooks(plan, config, source), stream, data)
     if code == 0 and options.n_workers is None:
