@@ -189,3 +189,15 @@ def test_status_times_a_running_trial_in_the_workers_local_time(monkeypatch):
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_status_shows_a_users_nan_scores_as_missing_not_as_nan():
+    """A study of a user's own script storing NaN in `best_val_jaccard` and `val_object_f1`: status showed
+    'val_jaccard nan  object_f1 nan' beside its value 0.4."""
+    from optimize.results.status import status_text
+
+    study = optuna.create_study(direction="maximize")
+    nan = float("nan")
+    study.add_trial(optuna.trial.create_trial(value=0.4, user_attrs={"best_val_jaccard": nan, "val_object_f1": nan}))
+    (best,) = [line for line in status_text(study).splitlines() if line.startswith("best:")]
+    assert best.startswith("best: trial 0  val_jaccard 0.4000  ") and "nan" not in best, best

@@ -23,6 +23,11 @@ def format_duration(seconds: float) -> str:
 
 
 def format_scores(val_jaccard: float | None, object_f1: float | None) -> str:
-    """'val_jaccard 0.2456  object_f1 0.8120': the pixel score, then the bead score when the trial has one."""
-    text = f"val_jaccard {'  -   ' if val_jaccard is None else f'{val_jaccard:.4f}'}"
-    return text if object_f1 is None else f"{text}  object_f1 {object_f1:.4f}"
+    """'val_jaccard 0.2456  object_f1 0.8120': the pixel score, then the bead score when the trial has one (a NaN,
+    which a user's own study may store, counts as none)."""
+    text = f"val_jaccard {'  -   ' if _missing(val_jaccard) else f'{val_jaccard:.4f}'}"
+    return text if _missing(object_f1) else f"{text}  object_f1 {object_f1:.4f}"
+
+
+def _missing(value: float | None) -> bool:
+    return value is None or value != value

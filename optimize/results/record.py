@@ -446,7 +446,7 @@ def finite_or_none(value: Any) -> float | None:
 def trial_value(trial: FrozenTrial, record: TrialRecord) -> float | None:
     """The trial's val Jaccard: the best epoch's as stored, else (an old or killed trial) its value when
     COMPLETE (before the study file's `metric` existed, the value was the val Jaccard) or its best report."""
-    if record.best_val_jaccard is not None:
+    if record.best_val_jaccard is not None and not math.isnan(record.best_val_jaccard):
         return record.best_val_jaccard
     if trial.state == TrialState.COMPLETE:
         return trial.value
