@@ -201,3 +201,7 @@ def test_status_shows_a_users_nan_scores_as_missing_not_as_nan():
     study.add_trial(optuna.trial.create_trial(value=0.4, user_attrs={"best_val_jaccard": nan, "val_object_f1": nan}))
     (best,) = [line for line in status_text(study).splitlines() if line.startswith("best:")]
     assert best.startswith("best: trial 0  val_jaccard 0.4000  ") and "nan" not in best, best
+    study.set_user_attr("max_trials", "lots")  # a user's own attr of that name, not our budget
+    assert "budget" not in status_text(study)
+    study.set_user_attr("max_trials", 30)
+    assert "  budget: 1 of 30 trials (COMPLETE + PRUNED + RUNNING)" in status_text(study).splitlines()

@@ -30,7 +30,7 @@ def status_text(study: optuna.Study) -> str:
     lines = [f"study {study.study_name}: {len(trials)} trials"]
     lines.append("  " + "  ".join(f"{state.name} {counts.get(state, 0)}" for state in TrialState))
     max_trials = study.user_attrs.get("max_trials")
-    if max_trials:
+    if isinstance(max_trials, int) and not isinstance(max_trials, bool) and max_trials > 0:  # ours, not a user's
         lines.append(f"  budget: {budget_used(study)} of {max_trials} trials (COMPLETE + PRUNED + RUNNING)")
     complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
     if complete:
