@@ -140,6 +140,41 @@ def test_worker_refuses_sqlite(tmp_path):
     assert not (tmp_path / "tiny.db").exists()
 
 
+@pytest.mark.parametrize("url", ["sqlite+pysqlite:///{tmp}/tiny.db", "SQLite:///{tmp}/tiny.db"])
+def test_worker_refuses_sqlite_named_with_a_driver_or_in_capitals(tmp_path, url):
+    """Only `sqlite:*` was refused: `sqlite+pysqlite://` ran trials on a study file nodes share over NFS."""
+    env = worker_env(tmp_path, OPTIMIZE=str(stub_command(tmp_path)), OPTIMIZE_STORAGE=url.format(tmp=tmp_path))
+    result = run_script("worker.pbs", env)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("worker.pbs: error: OPTIMIZE_STORAGE is SQLite, which breaks when nodes share")
+
+
+@pytest.mark.parametrize(
+    "variables, error",
+    [
+        ({"SEED": "abc"}, "SEED must be a non-negative integer, got 'abc'"),
+        ({"SEED": "PATH[$(echo X >&2)]"}, "SEED must be a non-negative integer, got 'PATH[$(echo X >&2)]'"),  # ran
+        ({"SEED": "1 2"}, "SEED must be a non-negative integer, got '1 2'"),
+        ({"STORAGE_WAIT": "10m"}, "STORAGE_WAIT must be a whole number of seconds, got '10m'"),
+        ({"VENV": "/nowhere"}, "VENV=/nowhere is not a virtual environment (no /nowhere/bin/activate)"),
+    ],
+)
+def test_worker_refuses_bad_variables_in_one_line_before_optimize_starts(tmp_path, variables, error):
+    env = worker_env(tmp_path, OPTIMIZE=str(stub_command(tmp_path)), OPTIMIZE_STORAGE="postgresql://db/x", **variables)
+    result = run_script("worker.pbs", env)
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", f"worker.pbs: error: {error}\n")
+
+
+def test_worker_reads_a_url_file_with_spaces_and_a_windows_line_end_and_a_decimal_seed(tmp_path):
+    (tmp_path / ".optimize").mkdir()
+    (tmp_path / ".optimize" / "tiny.url").write_text("  postgresql+psycopg://db-node:54321/optimize \r\n")
+    env = worker_env(tmp_path, OPTIMIZE=str(stub_command(tmp_path)), SEED="0042", PBS_ARRAY_INDEX="1")
+    result = run_script("worker.pbs", env)
+    assert result.returncode == 0, result.stderr
+    assert "storage=postgresql+psycopg://db-node:54321/optimize\n" in result.stdout
+    assert "--seed 1042" in result.stdout  # not octal 0042 = 34 (and 08 was refused by bash, then dropped)
+
+
 def test_worker_reads_url_file_and_execs_optimize(tmp_path):
     url = "postgresql+psycopg://optimize:s3cret@db-node:54321/optimize"
     (tmp_path / ".optimize").mkdir()
@@ -296,6 +331,27 @@ def test_postgres_job_serves_the_study_and_stops_on_sigterm():
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(log.parent, ignore_errors=True)
+
+
+def test_postgres_job_on_a_port_another_server_answers_says_so():
+    """Another user's server on the port: this job's server failed to bind, but the script took the other for its
+    own and ended in 'password authentication failed' (shared nodes all default to one port)."""
+    user = unprivileged_user()
+    home = Path(tempfile.mkdtemp(prefix="optimize-pbs-", dir="/tmp"))
+    if user:
+        os.chown(home, user["user"], user["group"])
+    log = Path(tempfile.mkdtemp(prefix="optimize-pbs-log-")) / "postgres.log"
+    try:
+        process = start_postgres(home, 5432, log, user)  # the test database server's port
+        assert process.wait(timeout=120) == 2, log.read_text()
+        assert log.read_text().strip().splitlines()[-1] == (
+            "postgres.pbs: error: another PostgreSQL server already answers at 127.0.0.1:5432 (another user's, or "
+            "another job's): set PG_PORT to a free port"
+        )
+        assert not (home / ".optimize" / "tiny.url").exists()
+    finally:
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(log.parent, ignore_errors=True)
 
