@@ -18,21 +18,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from optimize.errors import UsageError
 from optimize.stop_signals import raise_if_stopped, stop_behind
 
 UNUSED_BY_OUR_KERAS = ("sklearn", "matplotlib", "pandas")
+BACKENDS = ("tensorflow", "jax")
 
 
 def keras_backend() -> str:
-    """The backend Keras will use: `$KERAS_BACKEND`, else `~/.keras/keras.json` (`$KERAS_HOME`), else tensorflow."""
+    """The backend Keras will use: `$KERAS_BACKEND`, else `~/.keras/keras.json` (`$KERAS_HOME`), else tensorflow.
+
+    `UsageError` for one this project does not train with (`BACKENDS`): Keras itself fails on a misspelt one
+    with a traceback, and on `torch` or `numpy` only later."""
     backend = os.environ.get("KERAS_BACKEND")
-    if backend:
-        return backend
-    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    try:
-        return str(json.loads((home / "keras.json").read_text(encoding="utf-8")).get("backend", "tensorflow"))
-    except (OSError, ValueError, AttributeError):
-        return "tensorflow"
+    source = f"KERAS_BACKEND={backend!r}"
+    if not backend:
+        home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+        source = f"{home / 'keras.json'}: backend"
+        try:
+            backend = str(json.loads((home / "keras.json").read_text(encoding="utf-8")).get("backend", "tensorflow"))
+        except (OSError, ValueError, AttributeError):
+            return "tensorflow"
+    if backend not in BACKENDS:
+        raise UsageError(f"{source}: expected {' or '.join(BACKENDS)}, the Keras backends this project trains with")
+    return backend
 
 
 def import_keras(*, quiet: bool = True) -> None:

@@ -299,6 +299,25 @@ def test_a_gpu_worker_whose_backend_sees_no_gpu_stops_instead_of_training_on_the
     assert snapshot(existing_study) == before
 
 
+@pytest.mark.parametrize("command", [["run", "--study", "tiny"], ["warm-cache", "--study", "tiny", "--list"]])
+def test_a_backend_this_project_does_not_train_with_is_one_line(existing_study, tmp_path, command):
+    """`KERAS_BACKEND=' jax'` (a stray space) or `bogus` ended in Keras' traceback; `torch` only failed later."""
+    before = snapshot(existing_study)
+    for backend in (" jax", "torch"):
+        result = optimize(*command, studies=existing_study, KERAS_BACKEND=backend)
+        assert result.returncode == 2 and error_line(result) == (
+            f"optimize {command[0]}: error: KERAS_BACKEND={backend!r}: expected tensorflow or jax, the Keras backends "
+            "this project trains with"
+        )
+    (tmp_path / "keras.json").write_text('{"backend": "numpy"}')
+    result = optimize(*command, studies=existing_study, KERAS_HOME=str(tmp_path), KERAS_BACKEND="")
+    assert result.returncode == 2 and error_line(result).endswith(
+        f"error: {tmp_path / 'keras.json'}: backend: expected tensorflow or jax, the Keras backends this project "
+        "trains with"
+    )
+    assert snapshot(existing_study) == before
+
+
 @pytest.fixture
 def fake_gpus(tmp_path) -> str:
     """A PATH whose `nvidia-smi -L` lists GPUs 0 and 1 (and a MIG device of GPU 0 between them)."""

@@ -75,6 +75,9 @@ def warm_cache(
     list_only: bool = False,
 ) -> int:
     """List the study's programs and, unless `list_only`, train each for one epoch into the compile cache."""
+    from optimize.keras_import import import_keras
+
+    import_keras()
     import keras
 
     from optimize.training.autotune import apply_autotune_level
