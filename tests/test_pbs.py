@@ -190,6 +190,9 @@ def test_worker_reads_url_file_and_execs_optimize(tmp_path):
     assert "args=run --study tiny --n-trials 2 --gpus all-visible --trials-per-gpu 2 --seed 3005" in out
     assert f"storage={url}" in out
     assert "optimize:***@db-node" in out and out.count("s3cret") == 1  # printed only by the stub
+    env["OPTIMIZE_STORAGE"] = "postgresql+psycopg://optimize@db-node/optimize?sslmode=require&password=s3cret"
+    shown = run_script("worker.pbs", env).stdout
+    assert "worker.pbs: storage postgresql+psycopg://optimize@db-node/optimize?sslmode=require&password=***" in shown
 
 
 def test_confirm_jobs_run_optimize_confirm_and_refuse_search_settings(tmp_path):

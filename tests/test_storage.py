@@ -30,6 +30,8 @@ def test_kinds_and_redaction():
     assert storage_kind("mysql+pymysql://a@b/c") == "mysql"
     assert storage_kind("/shared/study.log") == "journal"
     assert "s3cret" not in redact(url) and "***" in redact(url)
+    in_query = "postgresql+psycopg://alice@db.example/studies?password=s3cret&sslmode=require"  # libpq's way
+    assert redact(in_query) == "postgresql+psycopg://alice@db.example/studies?password=***&sslmode=require"
     assert describe(url) == "postgresql database 'studies' at db.example:6543 as user 'alice'"
 
 

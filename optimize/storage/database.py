@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 STORAGE_ENV = "OPTIMIZE_STORAGE"
 SQLITE_BUSY_SECONDS = 120
+QUERY_SECRETS = ("password", "passwd", "sslpassword")
+"""Query parameters of a storage URL that hold a secret: hidden wherever the URL is printed or stored."""
 SQLITE_CHECKPOINT_SECONDS = 10
 RETRY_DELAYS = (0.5, 1, 2, 4, 8, 16)
 """Seconds between attempts while the database is unreachable; the last one repeats."""
@@ -100,9 +102,11 @@ def redact(url: str) -> str:
     if is_journal(url):
         return url
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):
         return _hide_password(url)
+    secret = {key: "***" for key in parsed.query if key.lower() in QUERY_SECRETS}  # ?password=... as libpq takes it
+    return parsed.update_query_dict(secret).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 def _hide_password(url: str) -> str:
