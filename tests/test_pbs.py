@@ -240,6 +240,8 @@ def test_dashboard_prints_the_tunnel(tmp_path):
     result = run_script("dashboard.pbs", {**env, "DASHBOARD_HOST": "0.0.0.0", "DASHBOARD_PORT": "8090"})
     assert "--host 0.0.0.0 --port 8090" in result.stdout
     assert re.search(r"ssh -N -L 8090:\S+:8090 \S+@login1$", result.stdout, re.MULTILINE), result.stdout
+    result = run_script("dashboard.pbs", {**env, "DASHBOARD_HOST": "::1"})  # through the node's name: unreachable
+    assert "--host ::1 --port 8080" in result.stdout and "ssh -N -L 8080:[::1]:8080 -J " in result.stdout
 
 
 def port_open(port: int) -> bool:
