@@ -157,12 +157,31 @@ def test_worker_refuses_sqlite_named_with_a_driver_or_in_capitals(tmp_path, url)
         ({"SEED": "1 2"}, "SEED must be a non-negative integer, got '1 2'"),
         ({"STORAGE_WAIT": "10m"}, "STORAGE_WAIT must be a whole number of seconds, got '10m'"),
         ({"VENV": "/nowhere"}, "VENV=/nowhere is not a virtual environment (no /nowhere/bin/activate)"),
+        ({"N_TRIALS": "ten"}, "N_TRIALS must be a positive integer (empty: until the study's budget), got 'ten'"),
+        ({"WORKERS": "0"}, "WORKERS must be a positive integer (empty: one worker per GPU), got '0'"),
+        ({"TRIALS_PER_GPU": "two"}, "TRIALS_PER_GPU must be a positive integer, got 'two'"),
+        ({"TIMEOUT": "1h"}, "TIMEOUT must be a number of seconds, got '1h'"),
+        ({"PBS_O_WORKDIR": "/nowhere"}, "PBS_O_WORKDIR=/nowhere is not a folder this node can enter"),
     ],
 )
 def test_worker_refuses_bad_variables_in_one_line_before_optimize_starts(tmp_path, variables, error):
     env = worker_env(tmp_path, OPTIMIZE=str(stub_command(tmp_path)), OPTIMIZE_STORAGE="postgresql://db/x", **variables)
     result = run_script("worker.pbs", env)
     assert (result.returncode, result.stdout, result.stderr) == (2, "", f"worker.pbs: error: {error}\n")
+
+
+@pytest.mark.parametrize("script", ["worker.pbs", "dashboard.pbs"])
+def test_a_job_without_home_and_storage_says_so(tmp_path, script):
+    """bash's own 'HOME: unbound variable' (set -u) was all a job without HOME said."""
+    env = worker_env(tmp_path, OPTIMIZE=str(stub_command(tmp_path)))
+    del env["HOME"]
+    result = subprocess.run(["bash", str(PBS / script)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        2,
+        "",
+        f"{script}: error: HOME is not set, so there is no default OPTIMIZE_STORAGE_FILE: set OPTIMIZE_STORAGE or "
+        "OPTIMIZE_STORAGE_FILE\n",
+    )
 
 
 def test_worker_reads_a_url_file_with_spaces_and_a_windows_line_end_and_a_decimal_seed(tmp_path):
