@@ -491,8 +491,24 @@ def test_advice_compares_complete_trials_and_needs_the_best_group_to_beat_the_ru
     best3 = sorted(complete, key=lambda t: -t.value)[:3]
     assert sum(t.params["batch_size"] == 16 for t in best3) == 2
     assert (
-        f"best trial {best3[0].number} has batch_size = 16, the largest of the searched choices 4, 8, 16, as do 2 "
-        "of the 3 best COMPLETE trials: add larger choices." in findings
+        f"best trial {best3[0].number} has batch_size = 16, the largest of the searched choices 4, 8, 16, as does "
+        "1 of the other 2 best COMPLETE trials: add larger choices." in findings
+    )
+
+
+def test_a_lone_trial_at_an_edge_is_no_reason_to_widen_a_range(tmp_path):
+    """The only COMPLETE trial at the top of the learning-rate range was told to widen it ('as do 1 of the 1 best
+    COMPLETE trials': itself); a second trial there backs it."""
+    rng = np.random.default_rng(1)
+    clock = datetime(2025, 10, 10, 4, 31)
+    params = {"architecture": "unet", "learning_rate": 4.9e-4, "batch_size": 8, "dropout": 0.1, "loss": "dice"}
+    lone, clock = made_trial(rng, TrialState.COMPLETE, 30, clock, params=params, peak=0.5)
+    assert "widen the range" not in findings_of(study_of("lone", MADE_CONFIG, [lone]), tmp_path / "lone")
+    second, clock = made_trial(rng, TrialState.COMPLETE, 30, clock, params=params | {"batch_size": 4}, peak=0.4)
+    findings = findings_of(study_of("two", MADE_CONFIG, [lone, second]), tmp_path / "two")
+    assert (
+        "best trial 0 has learning_rate = 0.00049, in the upper 10% of the searched range [1e-05, 0.0005] (log "
+        "scale), as does 1 of the other 1 best COMPLETE trials: widen the range upward." in findings
     )
 
 

@@ -55,9 +55,9 @@ def _best(data: ReportData) -> pd.Series | None:
 def edge_of_range(data: ReportData, anova: pd.DataFrame) -> list[Finding]:
     """The best value in the outer 10 % of a searched range (log scale for log ranges), or an extreme choice.
 
-    Only where the trials back it: most of the `TOP_TRIALS` best COMPLETE trials sit at the same edge and,
-    where ANOVA can be computed, the parameter's groups differ (p ≤ ALPHA); one lucky trial at an edge is no
-    reason to widen a range.
+    Only where the trials back it: another of the `TOP_TRIALS` best COMPLETE trials at least, and most of them
+    with the best one, sit at the same edge and, where ANOVA can be computed, the parameter's groups differ
+    (p ≤ ALPHA); one lucky trial at an edge (the only COMPLETE one, say) is no reason to widen a range.
     """
     best = _best(data)
     if best is None:
@@ -72,9 +72,10 @@ def edge_of_range(data: ReportData, anova: pd.DataFrame) -> list[Finding]:
         side = _edge(spec, value)
         if side is None or (side == "lower" and value == 0):  # nothing below 0 (dropout, clipnorm, warmup)
             continue
-        at_edge = sum(_edge(spec, other) == side for other in top[name].dropna()) if name in top else 0
+        others = top[top["number"] != best["number"]]
+        backing = sum(_edge(spec, other) == side for other in others[name].dropna()) if name in top else 0
         p_value = p_values.get(name, math.nan)
-        if at_edge * 2 <= len(top) or (math.isfinite(p_value) and p_value > ALPHA):
+        if not backing or (backing + 1) * 2 <= len(others) + 1 or (math.isfinite(p_value) and p_value > ALPHA):
             continue
         if spec.is_categorical:
             where = f"the {'smallest' if side == 'lower' else 'largest'} of the searched choices "
@@ -84,9 +85,10 @@ def edge_of_range(data: ReportData, anova: pd.DataFrame) -> list[Finding]:
             where = f"in the {side} {EDGE:.0%} of the searched range [{format_value(spec.low)}, "
             where += f"{format_value(spec.high)}]" + (" (log scale)" if spec.log else "")
             advice = f"widen the range {'downward' if side == 'lower' else 'upward'}"
+        verb = "does" if backing == 1 else "do"
         text = (
-            f"best trial {best['number']} has {name} = {format_value(value)}, {where}, as do {at_edge} of the "
-            f"{len(top)} best COMPLETE trials: {advice}."
+            f"best trial {best['number']} has {name} = {format_value(value)}, {where}, as {verb} {backing} of the "
+            f"other {len(others)} best COMPLETE trials: {advice}."
         )
         out.append(Finding("edge of range", text))
     return out
