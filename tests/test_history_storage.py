@@ -104,3 +104,19 @@ def test_a_stored_history_that_is_not_a_table_is_named(studies, capsys):
     assert error.count("\n") == 0
     assert error.startswith("optimize export-best: error: trial 3: system attr 'optimize:history' is not a per-epoch")
     assert "{'epoch': [1, 2, 3], 'loss': [0.5]}" in error
+
+
+def test_counts_are_written_to_csv_as_integers():
+    """A history's epochs came out as 1.0, 2.0, and a trial table's param_count as 7637.0 whenever one trial
+    lacked it (pandas makes floats of a column with an empty cell): the same field looked different per study."""
+    from optimize.results.frame import whole_numbers
+
+    frame = pd.DataFrame(
+        {"epoch": [1.0, 2.0], "param_count": [7637.0, None], "val_jaccard": [0.5, 1.0], "rank": [1, 2]}
+    )
+    assert whole_numbers(frame).to_csv(index=False).splitlines() == [
+        "epoch,param_count,val_jaccard,rank",
+        "1,7637,0.5,1",
+        "2,,1.0,2",
+    ]
+    assert frame["epoch"].dtype == float  # the caller's frame is left as it was

@@ -16,7 +16,7 @@ from optimize.errors import UserError
 from optimize.folders import make_output_folder, studies_dir
 from optimize.inference.portable import write_portable_model
 from optimize.results.confirmation import ConfirmedPick, confirmed_pick, load_confirmation
-from optimize.results.frame import history_frame, stored_config, trials_frame
+from optimize.results.frame import history_frame, stored_config, trials_frame, whole_numbers
 from optimize.results.record import OBJECT_METRICS, read_record, study_metric, trial_value
 from optimize.search.study import package_versions
 from optimize.storage import redact, storage_kind
@@ -76,11 +76,11 @@ def export_best(
         "data_stats": study.user_attrs.get("data_stats"),
     }
     (out / "best_hyperparameters.json").write_text(json.dumps(strict_json(summary), indent=2, default=str) + "\n")
-    trials_frame(trials).to_csv(out / "search_results.csv", index=False)
+    whole_numbers(trials_frame(trials)).to_csv(out / "search_results.csv", index=False)
     for stale in (out / "histories").glob("trial_*.csv"):  # an earlier export's, of this study or another
         stale.unlink()
     for trial in trials:
-        history_frame(trial).to_csv(out / "histories" / f"trial_{trial.number:04d}.csv", index=False)
+        whole_numbers(history_frame(trial)).to_csv(out / "histories" / f"trial_{trial.number:04d}.csv", index=False)
     return out, summary
 
 

@@ -74,6 +74,35 @@ def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+WHOLE_NUMBER_COLUMNS = (
+    "number",
+    "epoch",
+    "best_epoch",
+    "epochs_run",
+    "pruned_epoch",
+    "param_count",
+    "retry_of",
+    "runs",
+    "count",
+    "trials",
+    "rank",
+)
+"""Columns of counts and numbers: written to CSV as integers, not as the floats pandas makes of a column with an
+empty cell (or of a history's epochs)."""
+
+
+def whole_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its `WHOLE_NUMBER_COLUMNS` as nullable integers where every value is a whole number, for CSV."""
+    frame = frame.copy()
+    for column in WHOLE_NUMBER_COLUMNS:
+        if column not in frame or not pd.api.types.is_numeric_dtype(frame[column]):
+            continue
+        values = frame[column].dropna()
+        if pd.api.types.is_float_dtype(frame[column]) and (values % 1 == 0).all():
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
 def history_frame(trial: FrozenTrial) -> pd.DataFrame:
     """The trial's per-epoch history; for a trial killed before storing it, its reported values."""
     history = stored_history(trial)

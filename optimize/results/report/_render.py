@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from optimize.results.formatting import format_value
+from optimize.results.frame import whole_numbers
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 FIGURE_FOLDER = "figures"  # REPORT.md's PNG figures, next to it
@@ -95,7 +96,7 @@ def write_tables(sections: list[Section], folder: Path) -> list[Path]:
         for block in section.blocks:
             if isinstance(block, Table):
                 path = folder / f"{block.name}.csv"
-                block.frame.to_csv(path, index=False)
+                whole_numbers(block.frame).to_csv(path, index=False)
                 paths.append(path)
     return paths
 
