@@ -223,11 +223,7 @@ def checkpoint_sqlite(url: str) -> None:
     database = parse_url(url).database
     if not database or database == ":memory:" or not Path(f"{database}-wal").exists():
         return
-    try:
-        with closing(sqlite3.connect(database, timeout=SQLITE_CHECKPOINT_SECONDS)) as connection:
-            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    except sqlite3.Error as error:
-        log.debug("could not checkpoint %s: %s", database, error)
+    _run_sqlite(database, "PRAGMA wal_checkpoint(TRUNCATE)", SQLITE_CHECKPOINT_SECONDS, "checkpoint")
 
 
 def _check_journal_start(url: str) -> None:
@@ -524,8 +520,14 @@ def _remove_reader_files(engine: sqlalchemy.engine.Engine, database: str) -> Non
     wal = Path(f"{database}-wal")
     if not wal.exists() or wal.stat().st_size > 0:
         return
+    _run_sqlite(database, "SELECT count(*) FROM sqlite_master", SQLITE_BUSY_SECONDS, "remove the reader's files of")
+
+
+def _run_sqlite(database: str, statement: str, timeout: float, what: str) -> None:
+    """Run one statement on its own connection to `database`, which then closes: a chore SQLite does on a
+    connection's close. A failure is logged (at debug level) and left: the chore can wait for the next one."""
     try:
-        with closing(sqlite3.connect(database, timeout=SQLITE_BUSY_SECONDS)) as connection:
-            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        with closing(sqlite3.connect(database, timeout=timeout)) as connection:
+            connection.execute(statement).fetchone()
     except sqlite3.Error as error:
-        log.debug("could not remove the reader's files next to %s: %s", database, error)
+        log.debug("could not %s %s: %s", what, database, error)
