@@ -20,7 +20,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from optimize.results.formatting import format_params
+from optimize.results.formatting import format_params, is_missing
 from optimize.results.record import read_record, study_metric
 from optimize.search.study import confirm_study_name
 
@@ -204,7 +204,7 @@ def format_confirmation(frame: pd.DataFrame) -> str:
     ]
     params = [column for column in frame.columns if column not in TABLE_COLUMNS]
     for row in frame.to_dict("records"):
-        shown = {name: row[name] for name in params if not _missing(row[name])}
+        shown = {name: row[name] for name in params if not is_missing(row[name])}
         lines.append(
             f"{row['source_trial']:>5}  {_integer(row['rank_single_run']):>4}  {row['runs']:>4}  "
             f"{_mean_std(row['val_jaccard_mean'], row['val_jaccard_std']):<17}  "
@@ -215,18 +215,14 @@ def format_confirmation(frame: pd.DataFrame) -> str:
 
 
 def _mean_std(mean: float, std: float) -> str:
-    if _missing(mean):
+    if is_missing(mean):
         return "-"
-    return f"{mean:.4f}" if _missing(std) else f"{mean:.4f} ± {std:.4f}"
+    return f"{mean:.4f}" if is_missing(std) else f"{mean:.4f} ± {std:.4f}"
 
 
 def _number(value: float | None) -> str:
-    return "-" if _missing(value) else f"{value:.4f}"
+    return "-" if is_missing(value) else f"{value:.4f}"
 
 
 def _integer(value: float | None) -> str:
-    return "-" if _missing(value) else str(int(value))
-
-
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    return "-" if is_missing(value) else str(int(value))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 
 def format_params(params: dict) -> str:
     return " ".join(f"{name}={format_value(value)}" for name, value in params.items())
@@ -25,9 +28,10 @@ def format_duration(seconds: float) -> str:
 def format_scores(val_jaccard: float | None, object_f1: float | None) -> str:
     """'val_jaccard 0.2456  object_f1 0.8120': the pixel score, then the bead score when the trial has one (a NaN,
     which a user's own study may store, counts as none)."""
-    text = f"val_jaccard {'  -   ' if _missing(val_jaccard) else f'{val_jaccard:.4f}'}"
-    return text if _missing(object_f1) else f"{text}  object_f1 {object_f1:.4f}"
+    text = f"val_jaccard {'  -   ' if is_missing(val_jaccard) else f'{val_jaccard:.4f}'}"
+    return text if is_missing(object_f1) else f"{text}  object_f1 {object_f1:.4f}"
 
 
-def _missing(value: float | None) -> bool:
-    return value is None or value != value
+def is_missing(value: object) -> bool:
+    """None or NaN: a number a trial does not have (a NaN is what a user's own study, or pandas, may hold)."""
+    return value is None or (isinstance(value, numbers.Real) and math.isnan(value))

@@ -44,6 +44,8 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
 from matplotlib.transforms import blended_transform_factory
 
+from optimize.results.formatting import is_missing
+
 DPI = 150  # plotly's pixels are drawn as 1/100 inch, so a 1000 px wide figure is 1500 px wide: sharp text
 PX_PER_INCH = 100
 DEFAULT_SIZE = (1000, 450)  # px, where the layout gives no width or height
@@ -147,10 +149,6 @@ def _grid(raw: Any) -> np.ndarray:
     return frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float | np.floating) and math.isnan(value))
-
-
 def _category(value: Any) -> str:
     """A category's label as plotly shows it: 4.0 as "4", 0.1 as "0.1"."""
     if isinstance(value, np.generic):
@@ -212,7 +210,7 @@ def _fill_template(template: str, fields: dict[str, Any]) -> str:
         value = fields.get(match.group(1))
         if match.group(2) is not None and isinstance(value, list | tuple | np.ndarray):
             value = value[int(match.group(2))]
-        if _missing(value):
+        if is_missing(value):
             return ""
         fmt = match.group(3)
         return _d3(float(value), fmt) if fmt and _is_number(value) else _category(value)
@@ -270,7 +268,7 @@ class _Scale:
     @classmethod
     def of(cls, name: str, spec: dict, samples: list) -> _Scale:
         kind = spec.get("type") or "-"
-        present = [value for value in samples if not _missing(value)]
+        present = [value for value in samples if not is_missing(value)]
         if kind in ("-", "multicategory"):
             if present and all(_is_date(value) for value in present):
                 kind = "date"
@@ -424,7 +422,7 @@ def _bar_labels(trace: _Trace, bars: Any, colours: Any) -> None:
     inside = trace.spec.get("textposition", "auto") in ("inside", "auto")
     fill = colours if isinstance(colours, list) else [colours] * len(bars)
     for rectangle, text, colour in zip(bars, np.resize(np.array(texts, dtype=object), len(bars)), fill, strict=False):
-        if not _missing(text):
+        if not is_missing(text):
             trace.panel.labels.append((rectangle, _plain(text), _rgba(colour), inside))
 
 
@@ -521,7 +519,7 @@ def _marker_colours(trace: _Trace, count: int) -> tuple[Any, Any]:
     values = _values(given) if isinstance(given, list | tuple | np.ndarray | dict) else []
     if not values:
         return _rgba(given if isinstance(given, str) else trace.colour), None
-    if all(_is_number(value) for value in values if not _missing(value)) and not any(
+    if all(_is_number(value) for value in values if not is_missing(value)) and not any(
         isinstance(value, str) for value in values
     ):
         numbers = _numbers(values)
