@@ -796,16 +796,11 @@ def trials_in_local_storage(name: str) -> int:
     contacted: new-study works without one."""
     import optuna
 
-    from optimize.storage import is_journal, open_storage, parse_url, resolve_url, storage_kind
+    from optimize.storage import open_storage, resolve_url, storage_file
 
     url = resolve_url(name)
-    if is_journal(url):
-        local_file = Path(url)
-    elif storage_kind(url) == "sqlite":
-        local_file = Path(parse_url(url).database or "")
-    else:
-        return 0
-    if not local_file.is_file():
+    local_file = storage_file(url)
+    if local_file is None or not local_file.is_file():
         return 0
     storage = open_storage(url, read_only=True)
     summaries = {summary.study_name: summary for summary in optuna.get_all_study_summaries(storage)}
@@ -826,11 +821,11 @@ def read_url(name: str, storage: str | None) -> str:
     """The storage a read-only command opens for study `name`: `resolve_url`'s, except that a confirmation study
     (NAME-confirm) without a file of its own is read from NAME's default file, where `optimize confirm` writes it."""
     from optimize.search.study import CONFIRM_SUFFIX
-    from optimize.storage import default_url, parse_url, resolve_url
+    from optimize.storage import default_url, resolve_url, storage_file
 
     url = resolve_url(name, storage)
     source = name.removesuffix(CONFIRM_SUFFIX)
-    if source != name and url == default_url(name) and not Path(parse_url(url).database).exists():
+    if source != name and url == default_url(name) and not storage_file(url).exists():
         return default_url(source)
     return url
 

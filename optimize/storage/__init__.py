@@ -20,6 +20,7 @@ from optimize.storage.database import (
     reason,
     redact,
     resolve_url,
+    storage_file,
     storage_kind,
     with_retry,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "requeue",
     "redact",
     "resolve_url",
+    "storage_file",
     "storage_kind",
     "with_retry",
 ]

@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optimize.errors import UsageError
 from optimize.folders import file_in_the_way, studies_dir
 from optimize.search.config import StudyConfig
-from optimize.storage.database import is_journal, parse_url
+from optimize.storage.database import storage_file
 
 ARTIFACTS_ENV = "OPTIMIZE_ARTIFACTS"
 ARTIFACTS_ATTR_PREFIX = "artifacts:"
@@ -64,16 +64,6 @@ def resolve_artifact_folder(study_name: str, url: str, option: str | None, confi
     if beside is not None:
         return ArtifactFolder(beside.with_name(f"{beside.stem}.artifacts"), f"beside {beside.name}")
     return ArtifactFolder(studies_dir() / f"{study_name}.artifacts", "this node's studies folder", local_default=True)
-
-
-def storage_file(url: str) -> Path | None:
-    """The file an SQLite or journal storage lives in; None for a database server or an in-memory SQLite."""
-    if is_journal(url):
-        return Path(url).expanduser().resolve()
-    parsed = parse_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database).expanduser().resolve()
 
 
 def prepare_folder(folder: ArtifactFolder) -> None:

@@ -213,17 +213,25 @@ def open_storage(
         raise StorageError(f"cannot open study storage {describe(url)}: {reason(error)}") from None
 
 
+def storage_file(url: str) -> Path | None:
+    """The file an SQLite or journal storage lives in; None for a database server or an in-memory SQLite."""
+    if is_journal(url):
+        return Path(url).expanduser().resolve()
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).expanduser().resolve()
+
+
 def checkpoint_sqlite(url: str) -> None:
     """Copy an SQLite study's write-ahead log into its file once a command's worker processes have ended, so that
     a copy of the `.db` file alone holds the whole study. SQLite does this when its last connection closes, but
     a process that exits without closing its connections leaves the log behind. Nothing for other storages; a
     database still in use is checkpointed as far as it can be (within `SQLITE_CHECKPOINT_SECONDS`)."""
-    if is_journal(url) or storage_kind(url) != "sqlite":
+    database = storage_file(url)
+    if is_journal(url) or database is None or not Path(f"{database}-wal").exists():
         return
-    database = parse_url(url).database
-    if not database or database == ":memory:" or not Path(f"{database}-wal").exists():
-        return
-    _run_sqlite(database, "PRAGMA wal_checkpoint(TRUNCATE)", SQLITE_CHECKPOINT_SECONDS, "checkpoint")
+    _run_sqlite(str(database), "PRAGMA wal_checkpoint(TRUNCATE)", SQLITE_CHECKPOINT_SECONDS, "checkpoint")
 
 
 def _check_journal_start(url: str) -> None:
