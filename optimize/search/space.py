@@ -319,16 +319,19 @@ class _IntValues:
         low, high, step = int(self.param.low), int(self.param.high), int(self.param.step or 1)
         return low, step, (high - low) // step + 1
 
+    def _listed(self) -> list[int]:
+        """The values of a list or a fixed value, in order (a range has `_progression` instead)."""
+        return [self.fixed] if self.param is None else sorted(self.param.choices)
+
     def smallest(self) -> int:
-        if self.param is None:
-            return self.fixed
-        return min(self.param.choices) if self.param.is_categorical else int(self.param.low)
+        progression = self._progression()
+        return self._listed()[0] if progression is None else progression[0]
 
     def all(self, limit: int) -> list[int]:
         """Every value up to `limit`, and the first above it (any value above the smallest batch cannot divide it)."""
         progression = self._progression()
         if progression is None:
-            return [self.fixed] if self.param is None else sorted(self.param.choices)
+            return self._listed()
         first, step, count = progression
         return list(range(first, min(first + count * step, limit + step + 1), step))
 
@@ -336,8 +339,7 @@ class _IntValues:
         """The smallest value that `divisor` does not divide, or None."""
         progression = self._progression()
         if progression is None:
-            values = [self.fixed] if self.param is None else sorted(self.param.choices)
-            return next((value for value in values if value % divisor), None)
+            return next((value for value in self._listed() if value % divisor), None)
         first, step, count = progression
         if first % divisor:
             return first
